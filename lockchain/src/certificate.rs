@@ -1,0 +1,223 @@
+//! Certificates: signatures of distinct configured replicas over one
+//! statement.
+//!
+//! The signed statements are [`primitives::BatchStatement`] (one per
+//! executed batch) and [`primitives::CheckpointStatement`] (the PBFT
+//! CHECKPOINT, over a pulse header's digest). This module does not define a
+//! signing format of its own: a signature in a certificate is exactly what
+//! `statement.sign(key)` returns.
+
+use crate::error::VerifyError;
+use crate::pulse::PulseHeader;
+use primitives::{
+    codec, keys, BatchStatement, ClusterId, Digest, Domain, Membership, ReplicaId, SeqNum,
+    Signature,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+
+/// One replica's signature, named by the replica's index in the
+/// [`Membership`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaSignature {
+    /// The signer.
+    pub replica: ReplicaId,
+    /// Its signature over the certificate's statement.
+    pub signature: Signature,
+}
+
+/// How many distinct signers a caller requires.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Threshold {
+    /// `f + 1`: at least one correct replica vouches (an ordinary reply).
+    WeakQuorum,
+    /// `2f + 1` (the quorum): a `sync` reply, durable on a quorum, and
+    /// every pulse quorum certificate.
+    Quorum,
+}
+
+impl Threshold {
+    /// The number of signers this threshold needs in `membership`.
+    pub fn count(self, membership: &Membership) -> usize {
+        match self {
+            Threshold::WeakQuorum => membership.weak_quorum(),
+            Threshold::Quorum => membership.quorum(),
+        }
+    }
+}
+
+/// Checks that `signatures` come from distinct configured replicas, at
+/// least `need` of them, and that each verifies over `message` in `domain`.
+/// Structure is checked before any signature, so a bad set costs no crypto.
+pub(crate) fn verify_signers(
+    membership: &Membership,
+    signatures: &[ReplicaSignature],
+    need: usize,
+    domain: Domain,
+    message: &[u8],
+) -> Result<(), VerifyError> {
+    assert!(need >= 1, "a certificate needs at least one signer");
+    let mut seen = BTreeSet::new();
+    let mut items = Vec::with_capacity(signatures.len().min(membership.n()));
+    for entry in signatures {
+        let replica = entry.replica;
+        let key = membership
+            .key(replica)
+            .ok_or(VerifyError::UnknownSigner { replica })?;
+        if !seen.insert(replica) {
+            return Err(VerifyError::DuplicateSigner { replica });
+        }
+        items.push((*key, domain, message, entry.signature));
+    }
+    assert!(items.len() <= membership.n());
+    if items.len() < need {
+        return Err(VerifyError::TooFewSigners {
+            have: items.len(),
+            need,
+        });
+    }
+    let verdicts = keys::verify_many(&items);
+    match verdicts.iter().position(Result::is_err) {
+        Some(bad) => Err(VerifyError::BadSignature {
+            replica: signatures[bad].replica,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Adds `signature` by `replica` to a signer list kept sorted by replica,
+/// after checking membership, uniqueness and the signature itself.
+fn add_signature(
+    signatures: &mut Vec<ReplicaSignature>,
+    membership: &Membership,
+    entry: ReplicaSignature,
+    domain: Domain,
+    message: &[u8],
+) -> Result<(), VerifyError> {
+    let replica = entry.replica;
+    let key = membership
+        .key(replica)
+        .ok_or(VerifyError::UnknownSigner { replica })?;
+    let slot = match signatures.binary_search_by_key(&replica, |s| s.replica) {
+        Ok(_) => return Err(VerifyError::DuplicateSigner { replica }),
+        Err(slot) => slot,
+    };
+    key.verify(domain, message, &entry.signature)
+        .map_err(|_| VerifyError::BadSignature { replica })?;
+    signatures.insert(slot, entry);
+    assert!(signatures.len() <= membership.n());
+    Ok(())
+}
+
+/// A batch's receipts root with signatures of replicas that executed it:
+/// the certificate of a reply (f + 1, or 2f + 1 for `sync`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchCertificate {
+    /// `(cluster id, seq, receipts root)`, what every signer signed.
+    pub statement: BatchStatement,
+    /// The signers, sorted by replica when built with [`Self::add`].
+    pub signatures: Vec<ReplicaSignature>,
+}
+
+impl BatchCertificate {
+    /// A certificate without signatures yet, for batch `seq` of `cluster`
+    /// with receipts root `receipts_root`.
+    pub fn new(cluster: ClusterId, seq: SeqNum, receipts_root: Digest) -> BatchCertificate {
+        BatchCertificate {
+            statement: BatchStatement {
+                cluster,
+                seq,
+                receipts_root,
+            },
+            signatures: Vec::new(),
+        }
+    }
+
+    /// Adds a replica's signature after checking it (unknown signers,
+    /// duplicates and bad signatures are refused and leave `self` as is).
+    pub fn add(
+        &mut self,
+        membership: &Membership,
+        replica: ReplicaId,
+        signature: Signature,
+    ) -> Result<(), VerifyError> {
+        let message = codec::encode(&self.statement);
+        let entry = ReplicaSignature { replica, signature };
+        add_signature(
+            &mut self.signatures,
+            membership,
+            entry,
+            Domain::BatchCertificate,
+            &message,
+        )
+    }
+
+    /// Checks the signer set and every signature against `membership`,
+    /// requiring `threshold` distinct signers. (The cluster is checked by
+    /// [`crate::Verifier`], which knows the expected one.)
+    pub fn verify_signatures(
+        &self,
+        membership: &Membership,
+        threshold: Threshold,
+    ) -> Result<(), VerifyError> {
+        let message = codec::encode(&self.statement);
+        verify_signers(
+            membership,
+            &self.signatures,
+            threshold.count(membership),
+            Domain::BatchCertificate,
+            &message,
+        )
+    }
+}
+
+/// A pulse header with its quorum certificate: 2f + 1 replicas' PBFT
+/// CHECKPOINT signatures over [`PulseHeader::checkpoint_statement`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PulseCertificate {
+    /// The certified header.
+    pub header: PulseHeader,
+    /// The signers, sorted by replica when built with [`Self::add`].
+    pub signatures: Vec<ReplicaSignature>,
+}
+
+impl PulseCertificate {
+    /// A certificate for `header` without signatures yet.
+    pub fn new(header: PulseHeader) -> PulseCertificate {
+        PulseCertificate {
+            header,
+            signatures: Vec::new(),
+        }
+    }
+
+    /// Adds a replica's CHECKPOINT signature after checking it.
+    pub fn add(
+        &mut self,
+        membership: &Membership,
+        replica: ReplicaId,
+        signature: Signature,
+    ) -> Result<(), VerifyError> {
+        let message = codec::encode(&self.header.checkpoint_statement());
+        let entry = ReplicaSignature { replica, signature };
+        add_signature(
+            &mut self.signatures,
+            membership,
+            entry,
+            Domain::Checkpoint,
+            &message,
+        )
+    }
+
+    /// Checks that at least a quorum (2f + 1) of distinct configured
+    /// replicas signed the header's checkpoint statement.
+    pub fn verify_signatures(&self, membership: &Membership) -> Result<(), VerifyError> {
+        let message = codec::encode(&self.header.checkpoint_statement());
+        verify_signers(
+            membership,
+            &self.signatures,
+            Threshold::Quorum.count(membership),
+            Domain::Checkpoint,
+            &message,
+        )
+    }
+}
