@@ -166,6 +166,12 @@ impl KeyPair {
         KeyPair(SigningKey::from_bytes(seed))
     }
 
+    /// The 32-byte secret seed (for deriving the same identity elsewhere,
+    /// e.g. the replica's libp2p key). Handle with care: it is the secret.
+    pub fn seed(&self) -> [u8; 32] {
+        self.0.to_bytes()
+    }
+
     /// The public half.
     pub fn public(&self) -> PublicKey {
         PublicKey(self.0.verifying_key())
