@@ -1,0 +1,142 @@
+//! The replica's configuration: membership, identity, protocol constants
+//! and a named bound for everything a peer can make the replica store.
+
+use primitives::{ClusterId, KeyPair, Membership, ReplicaId};
+
+/// Everything a [`crate::Replica`] needs to know before its first step.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The fixed replica set.
+    pub membership: Membership,
+    /// This replica's index in `membership`.
+    pub id: ReplicaId,
+    /// This replica's key; its public half must be `membership.key(id)`.
+    pub key: KeyPair,
+    /// The cluster id (the digest of `membership`); named in every
+    /// signature so nothing signed for one cluster counts in another.
+    pub cluster: ClusterId,
+    /// `K`: a checkpoint (pulse) every `K` sequence numbers (PBFT §4.3).
+    pub checkpoint_interval: u64,
+    /// `L`: sequence numbers accepted above the low watermark (PBFT §4.3).
+    /// At least `2K`, so the primary can keep proposing while the next
+    /// checkpoint becomes stable.
+    pub watermark_window: u64,
+    /// Request digests in one batch.
+    pub batch_size_max: usize,
+    /// How long the primary waits to fill a batch before proposing a
+    /// partial one, in microseconds.
+    pub batch_delay_micros: u64,
+    /// How far a fresh PRE-PREPARE's `batch_time` may be from the local
+    /// clock, in microseconds (DESIGN.md step 5).
+    pub max_clock_skew_micros: u64,
+    /// How often a replica broadcasts its STATUS (retransmission and
+    /// catch-up are driven by it), in microseconds.
+    pub status_interval_micros: u64,
+    /// How long pending work may see no execution progress before a
+    /// replica suspects the primary and starts a view change (§4.5.2); it
+    /// doubles with each consecutive view change and resets on progress.
+    pub view_change_timeout_micros: u64,
+    /// Request digests waiting to be ordered that the replica tracks (the
+    /// driver's mempool should have the same bound).
+    pub mempool_digests_max: usize,
+    /// CHECKPOINT votes kept per peer (above the low watermark).
+    pub checkpoint_votes_per_peer_max: usize,
+    /// Slots retransmitted to one stalled peer per STATUS.
+    pub retransmit_slots_max: u64,
+    /// Committed batches fetched (and buffered) ahead of execution while
+    /// catching up.
+    pub catch_up_batches_max: u64,
+}
+
+/// Why a configuration is unusable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// `id` is not a member.
+    #[error("replica {0} is not in the membership")]
+    NotAMember(ReplicaId),
+    /// `key` is not the member's key.
+    #[error("the key pair is not replica {0}'s key in the membership")]
+    WrongKey(ReplicaId),
+    /// `cluster` is not the membership's digest.
+    #[error("the cluster id is not the digest of the membership")]
+    WrongCluster,
+    /// A constant is out of its range.
+    #[error("invalid setting: {0}")]
+    Invalid(&'static str),
+}
+
+impl Config {
+    /// A configuration with the defaults below for everything but the
+    /// identity.
+    pub fn new(membership: Membership, id: ReplicaId, key: KeyPair) -> Config {
+        let cluster = membership.cluster_id();
+        Config {
+            membership,
+            id,
+            key,
+            cluster,
+            checkpoint_interval: 128,
+            watermark_window: 256,
+            batch_size_max: 256,
+            batch_delay_micros: 2_000,
+            max_clock_skew_micros: 500_000,
+            status_interval_micros: 100_000,
+            view_change_timeout_micros: 2_000_000,
+            mempool_digests_max: 65_536,
+            checkpoint_votes_per_peer_max: 8,
+            retransmit_slots_max: 32,
+            catch_up_batches_max: 64,
+        }
+    }
+
+    /// Checks the settings against each other.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let member = self
+            .membership
+            .key(self.id)
+            .ok_or(ConfigError::NotAMember(self.id))?;
+        if *member != self.key.public() {
+            return Err(ConfigError::WrongKey(self.id));
+        }
+        if self.cluster != self.membership.cluster_id() {
+            return Err(ConfigError::WrongCluster);
+        }
+        let checks = [
+            (self.checkpoint_interval == 0, "checkpoint_interval is 0"),
+            (
+                self.watermark_window < 2 * self.checkpoint_interval,
+                "watermark_window < 2 * checkpoint_interval",
+            ),
+            (self.batch_size_max == 0, "batch_size_max is 0"),
+            (
+                self.status_interval_micros == 0,
+                "status_interval_micros is 0",
+            ),
+            (self.mempool_digests_max == 0, "mempool_digests_max is 0"),
+            (
+                self.checkpoint_votes_per_peer_max < 2,
+                "checkpoint_votes_per_peer_max < 2",
+            ),
+            (self.catch_up_batches_max == 0, "catch_up_batches_max is 0"),
+        ];
+        match checks.iter().find(|(bad, _)| *bad) {
+            Some((_, why)) => Err(ConfigError::Invalid(why)),
+            None => Ok(()),
+        }
+    }
+
+    /// The largest encoded peer message this configuration produces: a
+    /// driver decodes [`crate::WireMessage`]s with this bound.
+    pub fn message_bytes_max(&self) -> usize {
+        // A PRE-PREPARE: 33 bytes per digest plus headers and a signature;
+        // a commit certificate: one COMMIT per replica.
+        let batch = self.batch_size_max * 33 + 256;
+        let proof = batch + self.membership.n() * 200;
+        // A VIEW-CHANGE carries up to L prepared certificates; a NEW-VIEW a
+        // quorum of VIEW-CHANGEs and up to L re-proposals.
+        let view_change = self.watermark_window as usize * proof + self.membership.n() * 200;
+        let new_view =
+            self.membership.quorum() * view_change + self.watermark_window as usize * batch;
+        new_view.min(primitives::codec::FRAME_BYTES_MAX)
+    }
+}

@@ -1,0 +1,158 @@
+//! Checkpoints and garbage collection (PBFT §4.3): every `K` seqs each
+//! replica signs the application's digest; a quorum of matching
+//! CHECKPOINTs makes it stable, the log below it is discarded and the
+//! watermarks move.
+
+use super::Replica;
+use crate::io::Output;
+use crate::message::{Checkpoint, Message, SignedMessage};
+use crate::reject::Rejection;
+use primitives::{Digest, ReplicaId, SeqNum};
+use std::collections::BTreeMap;
+
+impl Replica {
+    pub(super) fn on_executed(&mut self, seq: SeqNum, app_digest: Digest) {
+        if seq != self.last_applied.next() || seq > self.last_executed {
+            return self.reject(None, Rejection::ExecutedOutOfOrder);
+        }
+        self.last_applied = seq;
+        if !seq.0.is_multiple_of(self.cfg.checkpoint_interval) {
+            return;
+        }
+        self.own_checkpoints.insert(seq, app_digest);
+        let checkpoint = Checkpoint {
+            seq,
+            app_digest,
+            replica: self.cfg.id,
+        };
+        let signed = self.sign(Message::Checkpoint(checkpoint));
+        self.checkpoints
+            .entry(seq)
+            .or_default()
+            .insert(self.cfg.id, signed.clone());
+        self.broadcast(signed);
+        self.try_stabilize(seq);
+    }
+
+    pub(super) fn on_checkpoint(&mut self, from: ReplicaId, c: Checkpoint, signed: SignedMessage) {
+        if !c.seq.0.is_multiple_of(self.cfg.checkpoint_interval) || c.seq.0 == 0 {
+            return self.reject(Some(from), Rejection::CheckpointMisaligned);
+        }
+        if c.seq <= self.low {
+            return self.reject(Some(from), Rejection::Stale);
+        }
+        let held = self.checkpoints.get(&c.seq).and_then(|v| v.get(&from));
+        if let Some(held) = held {
+            let reason = if held.message == signed.message {
+                Rejection::Duplicate
+            } else {
+                Rejection::ConflictingCheckpoint
+            };
+            return self.reject(Some(from), reason);
+        }
+        if !self.verify(from, &signed) {
+            return;
+        }
+        self.checkpoints
+            .entry(c.seq)
+            .or_default()
+            .insert(from, signed);
+        self.bound_checkpoints_of(from);
+        self.try_stabilize(c.seq);
+    }
+
+    /// Keeps at most `checkpoint_votes_per_peer_max` votes of one peer,
+    /// dropping its lowest: a peer cannot grow our memory by signing
+    /// checkpoints far ahead.
+    pub(super) fn bound_checkpoints_of(&mut self, from: ReplicaId) {
+        let seqs: Vec<SeqNum> = self
+            .checkpoints
+            .iter()
+            .filter(|(_, votes)| votes.contains_key(&from))
+            .map(|(seq, _)| *seq)
+            .collect();
+        let excess = seqs
+            .len()
+            .saturating_sub(self.cfg.checkpoint_votes_per_peer_max);
+        for seq in seqs.into_iter().take(excess) {
+            if let Some(votes) = self.checkpoints.get_mut(&seq) {
+                votes.remove(&from);
+                if votes.is_empty() {
+                    self.checkpoints.remove(&seq);
+                }
+            }
+        }
+    }
+
+    /// The digest a quorum signed at `seq`, with its signers.
+    fn certified(&self, seq: SeqNum) -> Option<(Digest, Vec<SignedMessage>)> {
+        let votes = self.checkpoints.get(&seq)?;
+        let mut by_digest: BTreeMap<Digest, Vec<SignedMessage>> = BTreeMap::new();
+        for signed in votes.values() {
+            if let Message::Checkpoint(c) = &signed.message {
+                by_digest
+                    .entry(c.app_digest)
+                    .or_default()
+                    .push(signed.clone());
+            }
+        }
+        by_digest
+            .into_iter()
+            .find(|(_, signers)| signers.len() >= self.quorum())
+    }
+
+    pub(super) fn try_stabilize(&mut self, seq: SeqNum) {
+        let Some((digest, certificate)) = self.certified(seq) else {
+            return;
+        };
+        if self.last_applied < seq {
+            // We are behind a certified checkpoint: STATUS-driven catch-up
+            // fetches the committed batches up to it.
+            return;
+        }
+        match self.own_checkpoints.get(&seq) {
+            Some(own) if *own == digest => self.make_stable(seq, digest, certificate),
+            Some(own) if self.diverged_reported < seq => {
+                self.diverged_reported = seq;
+                let local = *own;
+                self.out.push(Output::StateDiverged {
+                    seq,
+                    local,
+                    certified: digest,
+                });
+            }
+            _ => {}
+        }
+    }
+
+    /// `seq` is stable: discard the log, checkpoints and payload pins at or
+    /// below it and move the low watermark (§4.3).
+    fn make_stable(&mut self, seq: SeqNum, digest: Digest, certificate: Vec<SignedMessage>) {
+        self.low = seq;
+        self.next_seq = self.next_seq.max(seq);
+        let keep = self.log.split_off(&seq.next());
+        let gone = std::mem::replace(&mut self.log, keep);
+        let mut released = Vec::new();
+        for slot in gone.into_values() {
+            if let Some((_, batch, _)) = &slot.pre_prepare {
+                self.unreference_batch(batch, &mut released);
+            }
+        }
+        self.checkpoints = self.checkpoints.split_off(&seq.next());
+        self.own_checkpoints = self.own_checkpoints.split_off(&seq.next());
+        let signatures = certificate
+            .iter()
+            .map(|s| (s.message.sender(&self.cfg.membership), s.signature))
+            .collect();
+        self.stable_certificate = certificate;
+        if !released.is_empty() {
+            self.out.push(Output::Release { digests: released });
+        }
+        self.out.push(Output::StableCheckpoint {
+            seq,
+            app_digest: digest,
+            certificate: signatures,
+        });
+        self.try_propose();
+    }
+}

@@ -1,0 +1,186 @@
+//! Crash recovery (DESIGN.md step 6, TOCS §4.4 "the replica's state must
+//! survive a crash"): a replica rebuilt from what it persisted never votes
+//! against it. It keeps its view (or view change), the PRE-PREPAREs it
+//! accepted, its prepared certificates, its VIEW-CHANGE and NEW-VIEW, and
+//! never reuses a seq it proposed; the rest it learns again from its peers.
+
+use super::{Replica, Slot};
+use crate::config::{Config, ConfigError};
+use crate::io::PersistRecord;
+use crate::message::{Message, PreparedProof, SignedMessage};
+use primitives::{Digest, HlcTimestamp, SeqNum, ViewNumber};
+
+/// What the driver recovered from its disk.
+#[derive(Clone, Debug, Default)]
+pub struct RecoveredState {
+    /// Every durable record, in the order they were persisted.
+    pub records: Vec<PersistRecord>,
+    /// The latest stable checkpoint the driver stored
+    /// ([`crate::Output::StableCheckpoint`]): seq, application digest and
+    /// the quorum of signed CHECKPOINTs.
+    pub stable: Option<(SeqNum, Digest, Vec<SignedMessage>)>,
+    /// The last seq the application has applied (snapshot plus replay).
+    pub last_executed: SeqNum,
+    /// Its effective time.
+    pub last_time: HlcTimestamp,
+}
+
+impl Replica {
+    /// A replica restarted from `state`. Feed it [`crate::Input::Start`]
+    /// next; it re-sends its persisted votes and fetches what it lacks.
+    pub fn restore(cfg: Config, state: RecoveredState) -> Result<Replica, ConfigError> {
+        let mut r = Replica::new(cfg)?;
+        if let Some((seq, _, certificate)) = state.stable {
+            r.low = seq;
+            r.stable_certificate = certificate;
+        }
+        r.last_executed = state.last_executed.max(r.low);
+        r.last_applied = r.last_executed;
+        r.last_time = state.last_time;
+        r.next_seq = r.last_executed;
+        r.progress_seq = r.last_executed;
+        r.executed_at_last_tick = r.last_executed;
+        r.restore_view(&state.records);
+        for record in &state.records {
+            r.restore_record(record);
+        }
+        Ok(r)
+    }
+
+    /// The highest view the records show; in it the replica is active
+    /// unless its latest record there is its own VIEW-CHANGE.
+    fn restore_view(&mut self, records: &[PersistRecord]) {
+        let mut view = ViewNumber(0);
+        let mut active = true;
+        for record in records {
+            let (v, is_view_change) = match record {
+                PersistRecord::PrePrepare(s) => match &s.message {
+                    Message::PrePrepare(pp) => (pp.view, false),
+                    _ => continue,
+                },
+                PersistRecord::Prepared { view, .. } => (*view, false),
+                PersistRecord::ViewChange(s) => match &s.message {
+                    Message::ViewChange(vc) => (vc.view, true),
+                    _ => continue,
+                },
+                PersistRecord::NewView(s) => match &s.message {
+                    Message::NewView(nv) => (nv.view, false),
+                    _ => continue,
+                },
+            };
+            if v > view || (v == view && !is_view_change) {
+                active = !is_view_change;
+            }
+            view = view.max(v);
+        }
+        self.view = view;
+        self.view_active = active;
+    }
+
+    fn restore_record(&mut self, record: &PersistRecord) {
+        match record {
+            PersistRecord::PrePrepare(signed) => self.restore_pre_prepare(signed),
+            PersistRecord::Prepared {
+                view,
+                seq,
+                batch,
+                prepares,
+            } => {
+                let pre_prepare = self.log.get(seq).and_then(|s| s.pre_prepare.as_ref());
+                let Some((signed, _, digest)) = pre_prepare else {
+                    return;
+                };
+                if *digest != *batch {
+                    return;
+                }
+                let proof = PreparedProof {
+                    pre_prepare: signed.clone(),
+                    prepares: prepares.clone(),
+                };
+                let current = *view == self.view;
+                let slot = self.log.get_mut(seq).expect("checked above");
+                slot.prepared_proof = Some(proof);
+                slot.prepared_persisting = current;
+            }
+            PersistRecord::ViewChange(signed) => {
+                self.view_changes.insert(self.cfg.id, signed.clone());
+            }
+            PersistRecord::NewView(signed) => {
+                if let Message::NewView(nv) = &signed.message {
+                    self.next_seq = self.next_seq.max(max_seq(&nv.pre_prepares));
+                }
+                self.new_view = Some(signed.clone());
+            }
+        }
+    }
+
+    /// An accepted PRE-PREPARE of the current view holds its slot (no
+    /// conflicting one is accepted); the primary never reuses its seq.
+    fn restore_pre_prepare(&mut self, signed: &SignedMessage) {
+        let Message::PrePrepare(pp) = &signed.message else {
+            return;
+        };
+        if self.cfg.membership.primary(pp.view) == self.cfg.id {
+            self.next_seq = self.next_seq.max(pp.seq);
+        }
+        if pp.seq <= self.last_executed || pp.seq.0 > self.low.0 + self.cfg.watermark_window {
+            return;
+        }
+        let old = self.log.remove(&pp.seq).unwrap_or_default();
+        if let Some((_, batch, _)) = &old.pre_prepare {
+            let mut released = Vec::new();
+            self.unreference_batch(batch, &mut released);
+        }
+        let current = pp.view == self.view;
+        // Missing payloads are fetched at the first status tick.
+        self.reference_batch(&pp.batch);
+        let entry = (signed.clone(), pp.batch.clone(), pp.batch.digest());
+        self.log.insert(
+            pp.seq,
+            Slot {
+                pre_prepare: current.then_some(entry),
+                pre_prepare_persisting: current,
+                pre_prepare_durable: current,
+                prepared_proof: old.prepared_proof,
+                ..Slot::default()
+            },
+        );
+        if !current {
+            // Not ours to vote on any more, but its payloads stay pinned
+            // only while a slot holds the batch.
+            let mut released = Vec::new();
+            self.unreference_batch(&pp.batch, &mut released);
+        }
+    }
+
+    /// After a restart: send again the PREPAREs and COMMITs the records
+    /// allow (the same votes as before the crash: the persisted ones).
+    pub(super) fn resend_restored_votes(&mut self) {
+        let seqs: Vec<(SeqNum, bool, bool)> = self
+            .log
+            .iter()
+            .filter(|(_, s)| s.pre_prepare.is_some() && s.prepares.is_empty())
+            .map(|(seq, s)| (*seq, s.pre_prepare_durable, s.prepared_persisting))
+            .collect();
+        let is_primary = self.is_primary();
+        for (seq, durable, prepared) in seqs {
+            if durable && !is_primary {
+                self.send_prepare(seq);
+            }
+            if prepared {
+                self.send_commit(seq);
+            }
+        }
+    }
+}
+
+fn max_seq(pre_prepares: &[SignedMessage]) -> SeqNum {
+    pre_prepares
+        .iter()
+        .filter_map(|s| match &s.message {
+            Message::PrePrepare(pp) => Some(pp.seq),
+            _ => None,
+        })
+        .max()
+        .unwrap_or_default()
+}

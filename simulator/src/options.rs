@@ -1,0 +1,185 @@
+//! What one simulated run looks like: cluster size, workload, faults.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::str::FromStr;
+
+/// A kind of fault the simulator injects.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum FaultKind {
+    /// Messages are lost.
+    Drop,
+    /// Some messages take far longer than usual.
+    Delay,
+    /// Messages arrive twice.
+    Duplicate,
+    /// Per-message jitter: messages overtake each other.
+    Reorder,
+    /// The replicas split into two groups that cannot talk, then heal.
+    Partition,
+    /// Each replica's clock is off by a constant within the allowed skew.
+    Skew,
+    /// Replicas crash (losing unsynced writes) and restart from their disk.
+    Crash,
+}
+
+impl FaultKind {
+    /// Every kind.
+    pub const ALL: [FaultKind; 7] = [
+        FaultKind::Drop,
+        FaultKind::Delay,
+        FaultKind::Duplicate,
+        FaultKind::Reorder,
+        FaultKind::Partition,
+        FaultKind::Skew,
+        FaultKind::Crash,
+    ];
+
+    /// Its name on the command line and in the summary.
+    pub fn name(self) -> &'static str {
+        match self {
+            FaultKind::Drop => "drop",
+            FaultKind::Delay => "delay",
+            FaultKind::Duplicate => "duplicate",
+            FaultKind::Reorder => "reorder",
+            FaultKind::Partition => "partition",
+            FaultKind::Skew => "skew",
+            FaultKind::Crash => "crash",
+        }
+    }
+}
+
+/// A set of fault kinds: `benign` (network faults and skew), `all`
+/// (benign plus crashes), `none`, or a comma-separated list of names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FaultSet(pub BTreeSet<FaultKind>);
+
+impl FaultSet {
+    /// The benign faults of issue 3: network faults and bounded skew.
+    pub fn benign() -> FaultSet {
+        FaultSet(
+            FaultKind::ALL
+                .into_iter()
+                .filter(|k| *k != FaultKind::Crash)
+                .collect(),
+        )
+    }
+
+    /// Every kind.
+    pub fn all() -> FaultSet {
+        FaultSet(FaultKind::ALL.into_iter().collect())
+    }
+
+    /// Whether `kind` is on.
+    pub fn has(&self, kind: FaultKind) -> bool {
+        self.0.contains(&kind)
+    }
+}
+
+impl FromStr for FaultSet {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "benign" => return Ok(FaultSet::benign()),
+            "all" => return Ok(FaultSet::all()),
+            "none" | "" => return Ok(FaultSet(BTreeSet::new())),
+            _ => {}
+        }
+        let mut set = BTreeSet::new();
+        for name in s.split(',').map(str::trim) {
+            let kind = FaultKind::ALL
+                .into_iter()
+                .find(|k| k.name() == name)
+                .ok_or_else(|| format!("unknown fault kind {name:?}"))?;
+            set.insert(kind);
+        }
+        Ok(FaultSet(set))
+    }
+}
+
+impl fmt::Display for FaultSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str("none");
+        }
+        let names: Vec<&str> = self.0.iter().map(|k| k.name()).collect();
+        f.write_str(&names.join(","))
+    }
+}
+
+/// A scripted partition: from `at_micros` (after the start) for
+/// `length_micros`, replica `i` is in group `groups[i]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScriptedPartition {
+    /// When it starts, from the start of the run.
+    pub at_micros: u64,
+    /// How long it lasts.
+    pub length_micros: u64,
+    /// Each replica's side.
+    pub groups: Vec<bool>,
+}
+
+/// One run.
+#[derive(Clone, Debug)]
+pub struct SimOptions {
+    /// Everything random in the run comes from this seed.
+    pub seed: u64,
+    /// Replicas `n`.
+    pub replicas: usize,
+    /// Faults injected during the safety phase.
+    pub faults: FaultSet,
+    /// Simulated clients (each keeps one request outstanding).
+    pub clients: usize,
+    /// Requests each client submits.
+    pub requests_per_client: u64,
+    /// Virtual length of the safety phase (faults on, clients submitting).
+    pub safety_micros: u64,
+    /// After healing, every pending request must commit at every replica
+    /// within this virtual time, else it is a liveness failure.
+    pub liveness_micros: u64,
+    /// Partitions to inject in addition to the random ones (scenario
+    /// tests).
+    pub scripted_partitions: Vec<ScriptedPartition>,
+    /// Crashes to inject in addition to the random ones: `(replica, at
+    /// micros from the start, down for micros)`.
+    pub scripted_crashes: Vec<(usize, u64, u64)>,
+    /// The test application's pulse: a deadline every this many
+    /// microseconds of effective time, which heartbeat batches must reach
+    /// even when no client submits (off by default).
+    pub pulse_micros: Option<u64>,
+    /// Keep the full trace (for the determinism test); its digest is
+    /// always computed.
+    pub keep_trace: bool,
+}
+
+impl SimOptions {
+    /// The defaults for `seed` and `replicas`, with the benign faults.
+    pub fn new(seed: u64, replicas: usize) -> SimOptions {
+        SimOptions {
+            seed,
+            replicas,
+            faults: FaultSet::benign(),
+            clients: 6,
+            requests_per_client: 10,
+            safety_micros: 2_000_000,
+            liveness_micros: 10_000_000,
+            scripted_partitions: Vec::new(),
+            scripted_crashes: Vec::new(),
+            pulse_micros: None,
+            keep_trace: false,
+        }
+    }
+
+    /// The command that replays this run.
+    pub fn replay_command(&self) -> String {
+        let mut command = format!(
+            "simulator sim --seed {} --replicas {} --faults {} --clients {} --requests {}",
+            self.seed, self.replicas, self.faults, self.clients, self.requests_per_client
+        );
+        if let Some(pulse) = self.pulse_micros {
+            command.push_str(&format!(" --pulse-micros {pulse}"));
+        }
+        command
+    }
+}

@@ -1,0 +1,118 @@
+//! What a run found, and the summary over many runs.
+
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+
+/// The result of one seed.
+#[derive(Clone, Debug, Default)]
+pub struct SeedReport {
+    /// The seed.
+    pub seed: u64,
+    /// Safety violations (agreement, order, persistence, payloads).
+    pub violations: Vec<String>,
+    /// Requests that did not commit everywhere within the liveness bound.
+    pub liveness_failures: Vec<String>,
+    /// Distinct client requests committed (seen by a client).
+    pub committed_requests: u64,
+    /// Batches executed (at replica 0's seq).
+    pub batches: u64,
+    /// Stable checkpoints reached, over all replicas.
+    pub stable_checkpoints: u64,
+    /// View changes (issue 4; zero in part 1).
+    pub view_changes: u64,
+    /// Committed batches fetched by lagging replicas.
+    pub catch_up_batches: u64,
+    /// Messages sent over the network.
+    pub messages: u64,
+    /// Faults injected, by kind.
+    pub faults: BTreeMap<&'static str, u64>,
+    /// Inputs the cores rejected, by reason.
+    pub rejections: BTreeMap<&'static str, u64>,
+    /// Virtual time at the end, in microseconds from the start.
+    pub virtual_micros: u64,
+    /// The lowest effective time any replica's application reached, in
+    /// microseconds from the start (0 if one executed nothing).
+    pub effective_micros_min: u64,
+    /// blake3 over the trace: equal seeds give equal digests.
+    pub trace_digest: String,
+    /// The full trace, if asked for.
+    pub trace: Vec<u8>,
+}
+
+impl SeedReport {
+    /// Whether the run found no problem.
+    pub fn passed(&self) -> bool {
+        self.violations.is_empty() && self.liveness_failures.is_empty()
+    }
+}
+
+/// Totals over many seeds.
+#[derive(Clone, Debug, Default)]
+pub struct Summary {
+    /// Seeds run.
+    pub seeds: u64,
+    /// Seeds with a violation.
+    pub violations: u64,
+    /// Seeds with a liveness failure.
+    pub liveness_failures: u64,
+    /// The failing seeds.
+    pub failing_seeds: Vec<u64>,
+    /// Sums over the seeds.
+    pub committed_requests: u64,
+    /// Batches executed.
+    pub batches: u64,
+    /// Stable checkpoints.
+    pub stable_checkpoints: u64,
+    /// View changes.
+    pub view_changes: u64,
+    /// Catch-up batches.
+    pub catch_up_batches: u64,
+    /// Messages.
+    pub messages: u64,
+    /// Faults by kind.
+    pub faults: BTreeMap<&'static str, u64>,
+    /// Rejections by reason.
+    pub rejections: BTreeMap<&'static str, u64>,
+}
+
+impl Summary {
+    /// Adds one seed's result.
+    pub fn add(&mut self, r: &SeedReport) {
+        self.seeds += 1;
+        self.violations += u64::from(!r.violations.is_empty());
+        self.liveness_failures += u64::from(!r.liveness_failures.is_empty());
+        if !r.passed() {
+            self.failing_seeds.push(r.seed);
+        }
+        self.committed_requests += r.committed_requests;
+        self.batches += r.batches;
+        self.stable_checkpoints += r.stable_checkpoints;
+        self.view_changes += r.view_changes;
+        self.catch_up_batches += r.catch_up_batches;
+        self.messages += r.messages;
+        for (k, v) in &r.faults {
+            *self.faults.entry(k).or_default() += v;
+        }
+        for (k, v) in &r.rejections {
+            *self.rejections.entry(k).or_default() += v;
+        }
+    }
+
+    /// The one-line JSON summary.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "seeds": self.seeds,
+            "violations": self.violations,
+            "liveness_failures": self.liveness_failures,
+            "failing_seeds": self.failing_seeds,
+            "committed_requests": self.committed_requests,
+            "batches": self.batches,
+            "stable_checkpoints": self.stable_checkpoints,
+            "view_changes": self.view_changes,
+            "catch_up_batches": self.catch_up_batches,
+            "messages": self.messages,
+            "faults": self.faults,
+            "rejections": self.rejections,
+        })
+    }
+}

@@ -1,0 +1,254 @@
+//! The network, the clients, request dissemination and execution.
+
+use super::{Event, NetMsg, Sim, CLIENT_RETRY_MICROS, CLIENT_TICK_MICROS};
+use crate::options::FaultKind;
+use consensus::{ExecuteBatch, Input, Message, WireMessage};
+use primitives::request::verify_many;
+use primitives::{Bytes, ReplicaId, Request, RequestBody, RequestNumber};
+use rand::Rng;
+use std::collections::{BTreeSet, VecDeque};
+
+impl Sim {
+    /// Sends over the faulty network (faults only in the safety phase).
+    pub(super) fn send(&mut self, from: Option<usize>, to: usize, msg: NetMsg) {
+        self.report.messages += 1;
+        if let (Some(f), Some(groups)) = (from, &self.partition) {
+            if groups[f] != groups[to] {
+                return;
+            }
+        }
+        let faults = !self.healed;
+        if faults && self.drop_p > 0.0 && self.rng.gen_bool(self.drop_p) {
+            return self.count_fault("drop");
+        }
+        let mut delay = self.rng.gen_range(100..1_500);
+        if faults && self.opts.faults.has(FaultKind::Reorder) && self.rng.gen_bool(0.2) {
+            delay += self.rng.gen_range(0..5_000);
+            self.count_fault("reorder");
+        }
+        if faults && self.opts.faults.has(FaultKind::Delay) && self.rng.gen_bool(0.02) {
+            delay += self.rng.gen_range(20_000..200_000);
+            self.count_fault("delay");
+        }
+        if faults && self.duplicate_p > 0.0 && self.rng.gen_bool(self.duplicate_p) {
+            let again = self.now + delay + self.rng.gen_range(0..2_000);
+            let copy = msg.clone();
+            self.schedule(
+                again,
+                Event::Deliver {
+                    from,
+                    to,
+                    msg: copy,
+                },
+            );
+            self.count_fault("duplicate");
+        }
+        self.schedule(self.now + delay, Event::Deliver { from, to, msg });
+    }
+
+    pub(super) fn deliver(&mut self, from: Option<usize>, to: usize, msg: NetMsg) {
+        if !self.nodes[to].up {
+            return;
+        }
+        match msg {
+            NetMsg::Consensus(bytes) => {
+                let Some(from) = from else { return };
+                match WireMessage::decode(&bytes, self.message_bytes_max) {
+                    Ok(message) => {
+                        let from = ReplicaId(from as u16);
+                        self.step(to, Input::Peer { from, message });
+                    }
+                    Err(_) => self.count_rejection("undecodable"),
+                }
+            }
+            NetMsg::Request(request) => self.on_request(from, to, *request),
+            NetMsg::FetchPayloads(digests) => {
+                let Some(from) = from else { return };
+                let node = &self.nodes[to];
+                let found: Vec<Request> = digests
+                    .iter()
+                    .filter_map(|d| node.mempool.get(d).or_else(|| node.disk.payloads.get(d)))
+                    .cloned()
+                    .collect();
+                if !found.is_empty() {
+                    self.send(Some(to), from, NetMsg::Payloads(found));
+                }
+            }
+            NetMsg::Payloads(requests) => self.on_payloads(to, requests),
+            NetMsg::FetchCommitted(first, last) => {
+                let Some(from) = from else { return };
+                let batches: Vec<_> = self.nodes[to]
+                    .disk
+                    .committed
+                    .range(first..=last)
+                    .map(|(_, b)| b.clone())
+                    .collect();
+                if !batches.is_empty() {
+                    self.send(Some(to), from, NetMsg::Committed(batches));
+                }
+            }
+            NetMsg::Committed(batches) => {
+                let Some(from) = from else { return };
+                for batch in batches {
+                    self.report.catch_up_batches += 1;
+                    let from = ReplicaId(from as u16);
+                    self.step(to, Input::CommittedBatch { from, batch });
+                }
+            }
+        }
+    }
+
+    fn count_rejection(&mut self, name: &'static str) {
+        *self.report.rejections.entry(name).or_default() += 1;
+    }
+
+    /// A request reached replica `to`, from a client (the gateway role:
+    /// verify, admit, disseminate) or from a gateway (verify, admit).
+    fn on_request(&mut self, from: Option<usize>, to: usize, request: Request) {
+        let verdict = verify_many(std::slice::from_ref(&request), self.cluster, &self.limits);
+        let Some(Ok(digest)) = verdict.into_iter().next() else {
+            return self.count_rejection("invalid_request");
+        };
+        self.trace(format!("{} request {to} {digest:?}", self.now));
+        if from.is_none() {
+            // The dissemination stand-in: the gateway forwards to everyone.
+            for j in (0..self.nodes.len()).filter(|j| *j != to) {
+                self.send(Some(to), j, NetMsg::Request(Box::new(request.clone())));
+            }
+        }
+        let node = &mut self.nodes[to];
+        if node.app.executed.contains(&digest) || node.mempool.contains_key(&digest) {
+            return;
+        }
+        node.mempool.insert(digest, request);
+        self.step(to, Input::RequestReady { digest });
+    }
+
+    fn on_payloads(&mut self, to: usize, requests: Vec<Request>) {
+        let verdicts = verify_many(&requests, self.cluster, &self.limits);
+        for (request, verdict) in requests.into_iter().zip(verdicts) {
+            let digest = request.digest();
+            let valid = verdict.is_ok();
+            if valid && !self.nodes[to].mempool.contains_key(&digest) {
+                self.nodes[to].mempool.insert(digest, request);
+            }
+            self.step(to, Input::PayloadFetched { digest, valid });
+        }
+    }
+
+    pub(super) fn client_tick(&mut self, c: usize) {
+        let quorum_f1 = self.membership.weak_quorum();
+        if let Some((request, digest, sent_at)) = self.clients[c].current.clone() {
+            let executed = self.executions.get(&digest).map_or(0, BTreeSet::len);
+            if executed >= quorum_f1 {
+                self.seen_committed.insert(digest);
+                self.clients[c].current = None;
+            } else if self.now >= sent_at + CLIENT_RETRY_MICROS {
+                self.submit(c, request, digest);
+            }
+        }
+        let quota = self.opts.requests_per_client;
+        let client = &self.clients[c];
+        if client.current.is_none() && !self.healed && client.issued < quota {
+            let request = self.new_request(c);
+            let digest = request.digest();
+            self.submitted.insert(digest);
+            self.submit(c, request, digest);
+        }
+        if self.clients[c].current.is_some() || (!self.healed && self.clients[c].issued < quota) {
+            self.schedule(self.now + CLIENT_TICK_MICROS, Event::ClientTick(c));
+        }
+    }
+
+    fn new_request(&mut self, c: usize) -> Request {
+        let len = self.rng.gen_range(8..64);
+        let op: Vec<u8> = (0..len).map(|_| self.rng.gen()).collect();
+        let client = &mut self.clients[c];
+        client.issued += 1;
+        RequestBody {
+            cluster: self.cluster,
+            client: client.key.public(),
+            number: RequestNumber(client.issued),
+            atomic: false,
+            ops: vec![Bytes(op)],
+        }
+        .sign(&client.key)
+    }
+
+    fn submit(&mut self, c: usize, request: Request, digest: primitives::Digest) {
+        let gateway = self.rng.gen_range(0..self.nodes.len());
+        self.trace(format!("{} submit {c} {digest:?} via {gateway}", self.now));
+        self.clients[c].current = Some((request.clone(), digest, self.now));
+        self.send(None, gateway, NetMsg::Request(Box::new(request)));
+    }
+
+    /// The application executes a committed batch; the checkers look at it.
+    pub(super) fn execute(&mut self, i: usize, batch: ExecuteBatch, work: &mut VecDeque<Input>) {
+        let node = &self.nodes[i];
+        let mut problems = Vec::new();
+        if batch.seq != node.app.last_seq.next() {
+            problems.push(format!(
+                "replica {i} executed {:?} after {:?}",
+                batch.seq, node.app.last_seq
+            ));
+        }
+        if batch.time <= node.app.last_time {
+            problems.push(format!(
+                "replica {i}: effective time went backwards at {:?}",
+                batch.seq
+            ));
+        }
+        if let Some(d) = batch.digests.iter().find(|d| !node.mempool.contains_key(d)) {
+            problems.push(format!(
+                "replica {i} executed {:?} without payload {d:?}",
+                batch.seq
+            ));
+        }
+        for p in problems {
+            self.violation(p);
+        }
+        let node = &mut self.nodes[i];
+        for d in &batch.digests {
+            if let Some(request) = node.mempool.get(d) {
+                node.disk.payloads.insert(*d, request.clone());
+            }
+        }
+        let fresh = node.app.apply(batch.seq, batch.time, &batch.digests);
+        let head = node.app.head;
+        node.disk
+            .committed
+            .insert(batch.seq, batch.certificate.clone());
+        let n = self.nodes.len();
+        for d in fresh {
+            let who = self.executions.entry(d).or_default();
+            if who.insert(i) && who.len() == n {
+                self.executed_everywhere += 1;
+            }
+        }
+        self.check_agreement(i, &batch, head);
+        self.report.batches = self.report.batches.max(batch.seq.0);
+        self.trace(format!("{} exec {i} {:?} {head:?}", self.now, batch.seq));
+        work.push_back(Input::Executed {
+            seq: batch.seq,
+            app_digest: head,
+        });
+        work.extend(self.next_deadline(i));
+    }
+
+    /// Agreement: no two replicas execute different batches, at different
+    /// times, or reach different states at the same seq.
+    fn check_agreement(&mut self, i: usize, batch: &ExecuteBatch, head: primitives::Digest) {
+        let Message::PrePrepare(pp) = &batch.certificate.pre_prepare.message else {
+            return self.violation(format!("replica {i}: certificate without a pre-prepare"));
+        };
+        let digest = pp.batch.digest();
+        let entry = (i, digest, batch.time, head);
+        let agreed = *self.agreed.entry(batch.seq).or_insert(entry);
+        if (agreed.1, agreed.2, agreed.3) != (digest, batch.time, head) {
+            self.violation(format!(
+                "agreement: at {:?} replica {} executed {:?} at {:?} (state {:?}), replica {i} executed {digest:?} at {:?} (state {head:?})",
+                batch.seq, agreed.0, agreed.1, agreed.2, agreed.3, batch.time
+            ));
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! Scenario tests of the simulator: determinism, the checkers, and the
+//! benign-fault seed range CI runs.
+
+use simulator::{run_seed, FaultSet, ScriptedPartition, SimOptions, Summary};
+
+fn opts(seed: u64, replicas: usize, faults: &str) -> SimOptions {
+    let mut o = SimOptions::new(seed, replicas);
+    o.faults = faults.parse().unwrap();
+    o
+}
+
+#[test]
+fn the_same_seed_gives_a_byte_identical_trace() {
+    let mut o = opts(7, 4, "benign");
+    o.keep_trace = true;
+    let a = run_seed(&o);
+    let b = run_seed(&o);
+    assert!(!a.trace.is_empty());
+    assert_eq!(a.trace, b.trace, "byte-identical traces");
+    assert_eq!(a.trace_digest, b.trace_digest);
+    o.seed = 8;
+    let c = run_seed(&o);
+    assert_ne!(a.trace_digest, c.trace_digest, "another seed, another run");
+}
+
+#[test]
+fn a_faultless_cluster_commits_every_request_everywhere() {
+    let r = run_seed(&opts(1, 4, "none"));
+    assert!(r.passed(), "{:?} {:?}", r.violations, r.liveness_failures);
+    assert_eq!(r.committed_requests, 60);
+    assert!(r.stable_checkpoints > 0, "checkpoints became stable");
+    assert!(r.faults.is_empty());
+}
+
+#[test]
+fn development_mode_single_replica_commits() {
+    let r = run_seed(&opts(3, 1, "none"));
+    assert!(r.passed(), "{:?} {:?}", r.violations, r.liveness_failures);
+    assert_eq!(r.committed_requests, 60);
+}
+
+#[test]
+fn network_faults_without_partitions_keep_safety_and_liveness() {
+    // Drops, long delays, duplicates, reordering and clock skew: the
+    // checkers find no violation, and after healing every request commits
+    // at every replica (lost messages are retransmitted, a lagging replica
+    // catches up by committed batches).
+    let mut summary = Summary::default();
+    for seed in 0..6 {
+        summary.add(&run_seed(&opts(
+            seed,
+            4,
+            "drop,delay,duplicate,reorder,skew",
+        )));
+    }
+    assert_eq!(summary.violations, 0, "{:?}", summary.failing_seeds);
+    assert_eq!(summary.liveness_failures, 0, "{:?}", summary.failing_seeds);
+    assert!(summary.committed_requests >= 6 * 60);
+    for kind in ["drop", "delay", "duplicate", "reorder"] {
+        assert!(
+            summary.faults.get(kind).is_some_and(|n| *n > 0),
+            "{kind} injected"
+        );
+    }
+}
+
+#[test]
+fn benign_faults_with_partitions_never_violate_safety() {
+    let mut summary = Summary::default();
+    for seed in 0..4 {
+        summary.add(&run_seed(&opts(seed, 4, "benign")));
+    }
+    summary.add(&run_seed(&opts(0, 7, "benign")));
+    assert_eq!(summary.violations, 0, "{:?}", summary.failing_seeds);
+    assert!(summary.faults.get("partition").is_some_and(|n| *n > 0));
+}
+
+#[test]
+fn fault_sets_parse_and_print() {
+    let set: FaultSet = "drop,partition".parse().unwrap();
+    assert_eq!(set.to_string(), "drop,partition");
+    assert!("benign".parse::<FaultSet>().unwrap().0.len() >= 5);
+    assert!("bogus".parse::<FaultSet>().is_err());
+}
+
+fn isolate(at_micros: u64, length_micros: u64, groups: &[bool]) -> ScriptedPartition {
+    ScriptedPartition {
+        at_micros,
+        length_micros,
+        groups: groups.to_vec(),
+    }
+}
+
+#[test]
+fn view_change_primary_partitioned_away() {
+    // The primary of view 0 is cut off for a second, longer than the clock
+    // skew: its proposals go stale, the others change views and commit
+    // everything under the new primary; after healing replica 0 catches up.
+    let mut o = opts(11, 4, "none");
+    o.scripted_partitions = vec![isolate(20_000, 1_000_000, &[true, false, false, false])];
+    let r = run_seed(&o);
+    assert!(r.passed(), "{:?} {:?}", r.violations, r.liveness_failures);
+    assert!(r.view_changes >= 1);
+    assert_eq!(r.committed_requests, 60);
+}
+
+#[test]
+fn partition_2_2_heals_and_progress_resumes() {
+    // No side has a quorum: nothing commits while it lasts, everything
+    // commits after it heals.
+    let mut o = opts(12, 4, "none");
+    o.scripted_partitions = vec![isolate(20_000, 800_000, &[true, true, false, false])];
+    let r = run_seed(&o);
+    assert!(r.passed(), "{:?} {:?}", r.violations, r.liveness_failures);
+    assert_eq!(r.committed_requests, 60);
+}
+
+#[test]
+fn view_change_during_a_view_change() {
+    // Replica 0 is cut off, then replica 1 (primary of view 1) too, while
+    // the others are changing to view 1: they move on to view 2.
+    let mut o = opts(13, 7, "none");
+    o.scripted_partitions = vec![
+        isolate(
+            20_000,
+            1_500_000,
+            &[true, false, false, false, false, false, false],
+        ),
+        isolate(
+            300_000,
+            1_000_000,
+            &[true, true, false, false, false, false, false],
+        ),
+    ];
+    let r = run_seed(&o);
+    assert!(r.passed(), "{:?} {:?}", r.violations, r.liveness_failures);
+    assert!(r.view_changes >= 2, "view {}", r.view_changes);
+}
+
+#[test]
+fn view_change_primary_crashed() {
+    let mut o = opts(14, 4, "none");
+    o.scripted_crashes = vec![(0, 20_000, 1_500_000)];
+    let r = run_seed(&o);
+    assert!(r.passed(), "{:?} {:?}", r.violations, r.liveness_failures);
+    assert!(r.view_changes >= 1);
+    assert_eq!(r.faults.get("crash"), Some(&1));
+}
+
+#[test]
+fn replica_restarted_behind_two_stable_checkpoints_catches_up() {
+    // Down while the others order ~40 batches (K = 8): on restart it
+    // recovers from its disk, then fetches the committed batches it missed
+    // with their certificates (the log before the others' checkpoints is
+    // gone) and executes every request.
+    let mut o = opts(15, 4, "none");
+    o.scripted_crashes = vec![(3, 20_000, 1_500_000)];
+    let r = run_seed(&o);
+    assert!(r.passed(), "{:?} {:?}", r.violations, r.liveness_failures);
+    assert!(r.catch_up_batches >= 16, "{}", r.catch_up_batches);
+}
+
+#[test]
+fn crashes_with_every_other_fault_keep_safety_and_liveness() {
+    let mut summary = Summary::default();
+    for seed in 0..4 {
+        summary.add(&run_seed(&opts(seed, 4, "all")));
+    }
+    assert_eq!(summary.violations, 0, "{:?}", summary.failing_seeds);
+    assert_eq!(summary.liveness_failures, 0, "{:?}", summary.failing_seeds);
+    assert!(summary.faults.get("crash").is_some_and(|n| *n > 0));
+}
+
+#[test]
+fn idle_cluster_heartbeat_batches_keep_time_moving() {
+    // No client submits anything; the application has a pulse deadline
+    // every 100 ms of effective time. Empty heartbeat batches carry the
+    // effective time along with the clock.
+    let mut o = opts(16, 4, "none");
+    o.clients = 0;
+    o.pulse_micros = Some(100_000);
+    let r = run_seed(&o);
+    assert!(r.passed(), "{:?} {:?}", r.violations, r.liveness_failures);
+    assert_eq!(r.committed_requests, 0);
+    assert!(r.batches >= 15, "{} heartbeat batches", r.batches);
+    assert!(
+        r.effective_micros_min >= 1_700_000,
+        "{}",
+        r.effective_micros_min
+    );
+}
+
+#[test]
+fn a_stalled_primary_with_a_deadline_due_is_replaced() {
+    // Idle but for a due deadline: the backups see no heartbeat from the
+    // crashed primary and change views (DESIGN.md step 5).
+    let mut o = opts(17, 4, "none");
+    o.clients = 0;
+    o.pulse_micros = Some(100_000);
+    o.scripted_crashes = vec![(0, 300_000, 1_500_000)];
+    let r = run_seed(&o);
+    assert!(r.passed(), "{:?} {:?}", r.violations, r.liveness_failures);
+    assert!(r.view_changes >= 1);
+    assert!(
+        r.effective_micros_min >= 1_700_000,
+        "{}",
+        r.effective_micros_min
+    );
+}
