@@ -1,63 +1,49 @@
 //! RocksDB storage for one QLOCK replica: the consensus safety state, the
-//! committed log, request payloads, snapshots and the lockchain, each in a
-//! column family of one database. The only crate besides `node` that touches
-//! the disk.
+//! committed log, request payloads, snapshots, the lockchain and its receipt
+//! trees, each in a column family of one database. The only crate besides
+//! `node` that touches the disk.
+//!
+//! **API boundary:** the protocol crates' records are stored as opaque,
+//! already-encoded bytes behind typed keys ([`SafetyKey`],
+//! [`primitives::SeqNum`], [`primitives::Digest`],
+//! [`primitives::PulseNumber`]). This crate never decodes a consensus or
+//! lockchain type, so it does not depend on them; the node encodes and
+//! decodes.
+//!
+//! Codemap:
+//! - [`store`] — [`Store`] — open, group commit ([`Store::commit`]), reads,
+//!   garbage collection ([`Store::gc`]) and recovery ([`Store::recover`]);
+//! - [`write_set`] — [`WriteSet`], everything one pass of the event loop asks
+//!   to persist, written as one synced RocksDB batch;
+//! - [`keys`] — the key layout of every column family;
+//! - [`record`] — the checksummed value envelope every record is stored in;
+//! - [`config`] — [`StorageConfig`] and the named bounds in [`StorageLimits`];
+//! - [`error`] — [`StorageError`];
+//! - [`workload`] — the deterministic workload of the crash tests (also used
+//!   by the `storage-crash-writer` binary).
+//!
+//! **Durability invariant:** [`Store::commit`] returns `Ok` only after
+//! RocksDB wrote the batch to its WAL and synced it (`fdatasync`). After any
+//! failed write the store is poisoned and refuses every further write: the
+//! replica must stop voting rather than continue without durability.
+//!
+//! **Integrity invariant:** every value carries a blake3 checksum
+//! ([`primitives::Domain::StorageRecord`]) over its column family, key and
+//! body; a record that fails it is reported as
+//! [`StorageError::Corrupt`] and never returned.
 
-use std::path::Path;
+pub mod config;
+pub mod error;
+pub mod keys;
+pub mod record;
+pub mod store;
+pub mod workload;
+pub mod write_set;
 
-/// The column families of a replica's database.
-pub const COLUMN_FAMILIES: [&str; 6] = [
-    "safety",
-    "log",
-    "payloads",
-    "snapshots",
-    "lockchain",
-    "receipts",
-];
-
-/// Why the store failed.
-#[derive(Debug, thiserror::Error)]
-pub enum StorageError {
-    /// RocksDB reported an error (IO error, disk full, corruption).
-    #[error("rocksdb: {0}")]
-    Rocks(#[from] rocksdb::Error),
-}
-
-/// A replica's database.
-pub struct Store {
-    db: rocksdb::DB,
-}
-
-impl Store {
-    /// Opens (creating if missing) the database at `path` with every column
-    /// family.
-    pub fn open(path: &Path) -> Result<Store, StorageError> {
-        let mut options = rocksdb::Options::default();
-        options.create_if_missing(true);
-        options.create_missing_column_families(true);
-        let db = rocksdb::DB::open_cf(&options, path, COLUMN_FAMILIES)?;
-        Ok(Store { db })
-    }
-
-    /// The column families the database has.
-    pub fn column_families(&self) -> Vec<String> {
-        COLUMN_FAMILIES
-            .iter()
-            .filter(|name| self.db.cf_handle(name).is_some())
-            .map(|name| name.to_string())
-            .collect()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn opens_with_every_column_family_and_reopens() {
-        let dir = tempfile::tempdir().unwrap();
-        drop(Store::open(dir.path()).unwrap());
-        let store = Store::open(dir.path()).unwrap();
-        assert_eq!(store.column_families().len(), COLUMN_FAMILIES.len());
-    }
-}
+pub use config::{StorageConfig, StorageLimits};
+pub use error::{CorruptReason, StorageError};
+pub use keys::{ColumnFamily, SafetyKey};
+pub use store::{
+    Committed, GcReport, LogEntry, Recovered, Snapshot, SnapshotManifest, StableCheckpoint, Store,
+};
+pub use write_set::WriteSet;
