@@ -19,4 +19,5 @@ step "tests" cargo test --workspace
 # run under faults; a failure prints the command that replays it).
 step "simulation: 4 replicas, seeds 0..200" cargo run --quiet -p simulator -- sim --seeds 0..200 --replicas 4 --faults all
 step "simulation: 7 replicas, seeds 0..40" cargo run --quiet -p simulator -- sim --seeds 0..40 --replicas 7 --faults all
+step "simulation: qlock mixed workload, seeds 0..30" cargo run --quiet -p simulator -- sim --seeds 0..30 --replicas 4 --workload mixed --faults all
 echo "==> all checks passed in $((SECONDS - start)) s" >&2

@@ -46,6 +46,62 @@ pub struct Config {
     /// Committed batches fetched (and buffered) ahead of execution while
     /// catching up.
     pub catch_up_batches_max: u64,
+    /// TEST ONLY: a deliberately broken protocol rule, so the simulator
+    /// can prove its checkers catch it (issue 5, mutation checks). Always
+    /// [`Mutation::None`] outside tests: [`Config::new`] sets it, no
+    /// configuration file names it, and a node must never set it.
+    pub mutation: Mutation,
+}
+
+/// TEST ONLY: a deliberately broken rule of the core (a mutant). The
+/// simulator runs replicas with one of these to check that a violation is
+/// reported; a production replica always runs [`Mutation::None`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Mutation {
+    /// The correct protocol.
+    #[default]
+    None,
+    /// Quorums of `2f` instead of `2f + 1` (prepared, committed, stable
+    /// checkpoint, view change): two quorums need not share a correct
+    /// replica.
+    QuorumTwoF,
+    /// The NEW-VIEW's re-proposals are computed (and checked) without the
+    /// VIEW-CHANGEs' prepared certificates (§4.4's O set is all null
+    /// batches): the new primary may drop committed batches.
+    NewViewSkipsPreparedCheck,
+    /// A backup sends PREPARE before it holds and has validated every
+    /// payload of the batch (breaks DESIGN.md step 4's availability rule).
+    PrepareBeforePayloads,
+    /// A committed batch is executed before its predecessors are.
+    ExecuteOutOfOrder,
+}
+
+impl Mutation {
+    /// Every mutant, [`Mutation::None`] excluded.
+    pub const ALL: [Mutation; 4] = [
+        Mutation::QuorumTwoF,
+        Mutation::NewViewSkipsPreparedCheck,
+        Mutation::PrepareBeforePayloads,
+        Mutation::ExecuteOutOfOrder,
+    ];
+
+    /// Its name on the simulator's command line (`--mutate NAME`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Mutation::None => "none",
+            Mutation::QuorumTwoF => "quorum-2f",
+            Mutation::NewViewSkipsPreparedCheck => "new-view-skips-prepared-check",
+            Mutation::PrepareBeforePayloads => "prepare-before-payloads",
+            Mutation::ExecuteOutOfOrder => "execute-out-of-order",
+        }
+    }
+
+    /// The mutation called `name` (see [`Mutation::name`]).
+    pub fn from_name(name: &str) -> Option<Mutation> {
+        std::iter::once(Mutation::None)
+            .chain(Mutation::ALL)
+            .find(|m| m.name() == name)
+    }
 }
 
 /// Why a configuration is unusable.
@@ -86,6 +142,7 @@ impl Config {
             checkpoint_votes_per_peer_max: 8,
             retransmit_slots_max: 32,
             catch_up_batches_max: 64,
+            mutation: Mutation::None,
         }
     }
 

@@ -23,7 +23,7 @@ pub mod message;
 pub mod reject;
 mod replica;
 
-pub use config::{Config, ConfigError};
+pub use config::{Config, ConfigError, Mutation};
 pub use io::{ExecuteBatch, Input, Output, PersistId, PersistRecord, TimerKind};
 pub use message::{
     Batch, Checkpoint, CommittedBatch, Message, NewView, PrePrepare, PreparedProof, SignedMessage,

@@ -141,3 +141,89 @@ fn a_restored_primary_never_reuses_a_seq() {
         .collect();
     assert_eq!(proposed, vec![SeqNum(3)]);
 }
+
+fn signed(keys: &[primitives::KeyPair], i: usize, message: Message) -> WireMessage {
+    WireMessage::Signed(message.sign(config(keys, 0).cluster, &keys[i]))
+}
+
+#[test]
+fn a_restored_replica_still_reports_a_prepared_batch_it_executed() {
+    // §4.4: a VIEW-CHANGE carries a prepared certificate for every seq
+    // prepared above the stable checkpoint, executed or not — else a
+    // NEW-VIEW from a quorum that includes this replica may drop a batch
+    // that committed. The certificate must survive a restart even though
+    // the slot was executed before the crash.
+    let keys = keys(4);
+    let mut r = Replica::new(config(&keys, 1)).unwrap();
+    let Message::PrePrepare(pp) = (match pre_prepare(1, 1) {
+        WireMessage::Signed(s) => s.message,
+        WireMessage::Status(_) => unreachable!(),
+    }) else {
+        unreachable!()
+    };
+    let digest = pp.batch.digest();
+    let vote = |i: usize| consensus::Vote {
+        view: ViewNumber(0),
+        seq: SeqNum(1),
+        batch: digest,
+        replica: ReplicaId(i as u16),
+    };
+    let mut inputs = vec![
+        Input::Start,
+        Input::RequestReady { digest: request(1) },
+        Input::Peer {
+            from: ReplicaId(0),
+            message: pre_prepare(1, 1),
+        },
+    ];
+    for i in [2, 3] {
+        inputs.push(Input::Peer {
+            from: ReplicaId(i as u16),
+            message: signed(&keys, i, Message::Prepare(vote(i))),
+        });
+    }
+    let (_, records) = drive(&mut r, inputs);
+    assert!(records
+        .iter()
+        .any(|rec| matches!(rec, PersistRecord::Prepared { .. })));
+    // Crash after executing seq 1; restart from the disk.
+    let state = RecoveredState {
+        records,
+        last_executed: SeqNum(1),
+        last_time: HlcTimestamp::from_micros(T0),
+        ..RecoveredState::default()
+    };
+    let mut r = Replica::restore(config(&keys, 1), state).unwrap();
+    // f+1 others move to view 1: we join (§4.5.2).
+    let mut inputs = vec![Input::Start];
+    for i in [2, 3] {
+        let vc = consensus::ViewChange {
+            view: ViewNumber(1),
+            stable: SeqNum(0),
+            stable_certificate: Vec::new(),
+            prepared: Vec::new(),
+            replica: ReplicaId(i as u16),
+        };
+        inputs.push(Input::Peer {
+            from: ReplicaId(i as u16),
+            message: signed(&keys, i, Message::ViewChange(vc)),
+        });
+    }
+    let (_, records) = drive(&mut r, inputs);
+    let reported: Vec<SeqNum> = records
+        .iter()
+        .filter_map(|rec| match rec {
+            PersistRecord::ViewChange(s) => match &s.message {
+                Message::ViewChange(vc) => Some(vc.prepared.clone()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .flatten()
+        .filter_map(|proof| match proof.pre_prepare.message {
+            Message::PrePrepare(pp) => Some(pp.seq),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(reported, vec![SeqNum(1)]);
+}

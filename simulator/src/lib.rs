@@ -6,6 +6,7 @@
 //! - [`options`]: what a run looks like ([`SimOptions`], [`FaultSet`]);
 //! - [`sim`]: the event loop, network, clients and checkers ([`Sim`]);
 //! - [`node`]: one replica's driver parts: mempool, disk, test application;
+//! - [`workload`]: the qlock workloads and their clients ([`Workload`]);
 //! - [`report`]: a run's findings ([`SeedReport`]) and the summary over
 //!   many ([`Summary`]).
 
@@ -13,12 +14,28 @@ pub mod node;
 pub mod options;
 pub mod report;
 pub mod sim;
+pub mod workload;
 
 pub use options::{FaultKind, FaultSet, ScriptedPartition, SimOptions};
 pub use report::{SeedReport, Summary};
 pub use sim::Sim;
+pub use workload::Workload;
 
-/// Runs one seed.
+/// Runs one seed. A broken invariant in a core (an `assert!` firing, as
+/// under a mutant) is reported as a violation of that seed, so the run
+/// goes on and the seed can be replayed.
 pub fn run_seed(opts: &SimOptions) -> SeedReport {
-    Sim::new(opts).run()
+    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Sim::new(opts).run()));
+    run.unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        SeedReport {
+            seed: opts.seed,
+            violations: vec![format!("panic: {what}")],
+            ..SeedReport::default()
+        }
+    })
 }

@@ -43,6 +43,15 @@ struct SimArgs {
     /// (heartbeat batches); off by default.
     #[arg(long)]
     pulse_micros: Option<u64>,
+    /// What the replicas run: chain (hash-chain test app), locks, queue, mixed (qlock).
+    #[arg(long, default_value = "chain")]
+    workload: simulator::Workload,
+    /// TEST ONLY: run a deliberately broken core, `NAME[:i,j,...]` (on
+    /// every replica unless replicas are named): quorum-2f,
+    /// new-view-skips-prepared-check, prepare-before-payloads,
+    /// execute-out-of-order. The checkers should report violations.
+    #[arg(long, value_parser = simulator::options::parse_mutation)]
+    mutate: Option<(consensus::Mutation, Vec<usize>)>,
     /// Print the trace of a single seed on stderr.
     #[arg(long)]
     trace: bool,
@@ -82,6 +91,11 @@ fn main() -> ExitCode {
         opts.requests_per_client = args.requests;
         opts.keep_trace = args.trace;
         opts.pulse_micros = args.pulse_micros;
+        opts.workload = args.workload;
+        if let Some((mutation, replicas)) = args.mutate.clone() {
+            opts.mutation = mutation;
+            opts.mutated_replicas = replicas;
+        }
         let report = run_seed(&opts);
         if args.trace {
             eprint!("{}", String::from_utf8_lossy(&report.trace));

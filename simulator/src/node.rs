@@ -95,20 +95,33 @@ pub struct App {
     pub last_time: HlcTimestamp,
     /// Requests executed.
     pub executed: BTreeSet<Digest>,
+    /// The qlock state machine, under a qlock workload: it executes the
+    /// requests and its state digest is the application digest.
+    pub machine: Option<qlock::StateMachine>,
 }
 
 impl App {
-    fn new() -> App {
+    /// An empty application: the hash chain, or qlock if `qlock`.
+    pub fn new(qlock: bool) -> App {
         App {
             head: Digest::ZERO,
             last_seq: SeqNum(0),
             last_time: HlcTimestamp::default(),
             executed: BTreeSet::new(),
+            machine: qlock.then(|| qlock::StateMachine::new(crate::workload::qlock_config())),
         }
     }
 
-    /// Applies a batch; returns the requests executed for the first time.
-    pub fn apply(&mut self, seq: SeqNum, time: HlcTimestamp, digests: &[Digest]) -> Vec<Digest> {
+    /// Applies a batch whose payloads are in `payloads`; returns the
+    /// requests executed for the first time and, under qlock, what the
+    /// state machine produced. The caller checked the payloads are there.
+    pub fn apply(
+        &mut self,
+        seq: SeqNum,
+        time: HlcTimestamp,
+        digests: &[Digest],
+        payloads: &BTreeMap<Digest, Request>,
+    ) -> (Vec<Digest>, Option<qlock::BatchOutcome>) {
         let mut fresh = Vec::new();
         for d in digests {
             if self.executed.insert(*d) {
@@ -122,7 +135,22 @@ impl App {
         self.head = chain(self.head, &stamp);
         self.last_seq = seq;
         self.last_time = time;
-        fresh
+        let outcome = self.machine.as_mut().map(|machine| {
+            let requests: Vec<Request> = fresh
+                .iter()
+                .filter_map(|d| payloads.get(d).cloned())
+                .collect();
+            machine.execute_batch(seq, time, &requests)
+        });
+        if let Some(machine) = &self.machine {
+            self.head = machine.state_digest();
+        }
+        (fresh, outcome)
+    }
+
+    /// When the application next needs a batch (qlock's next deadline).
+    pub fn next_deadline(&self) -> Option<HlcTimestamp> {
+        self.machine.as_ref().and_then(|m| m.next_deadline())
     }
 }
 
@@ -135,8 +163,12 @@ fn chain(head: Digest, bytes: &[u8]) -> Digest {
 impl App {
     /// The application rebuilt from the stored committed batches (its
     /// snapshot plus log replay), as far as they are contiguous.
-    pub fn replay(committed: &BTreeMap<SeqNum, CommittedBatch>) -> App {
-        let mut app = App::new();
+    pub fn replay(
+        committed: &BTreeMap<SeqNum, CommittedBatch>,
+        payloads: &BTreeMap<Digest, Request>,
+        qlock: bool,
+    ) -> App {
+        let mut app = App::new(qlock);
         for (seq, batch) in committed {
             if *seq != app.last_seq.next() {
                 break;
@@ -144,8 +176,11 @@ impl App {
             let Message::PrePrepare(pp) = &batch.pre_prepare.message else {
                 break;
             };
+            if pp.batch.digests.iter().any(|d| !payloads.contains_key(d)) {
+                break;
+            }
             let time = pp.batch.batch_time.max(app.last_time.next_tick());
-            app.apply(*seq, time, &pp.batch.digests);
+            app.apply(*seq, time, &pp.batch.digests, payloads);
         }
         app
     }
@@ -175,14 +210,14 @@ pub struct Node {
 
 impl Node {
     /// A node around `core`.
-    pub fn new(core: Replica, clock_offset: i64) -> Node {
+    pub fn new(core: Replica, clock_offset: i64, qlock: bool) -> Node {
         Node {
             config: core.config().clone(),
             up: true,
             core,
             mempool: BTreeMap::new(),
             disk: Disk::default(),
-            app: App::new(),
+            app: App::new(qlock),
             timers: BTreeMap::new(),
             clock_offset,
             sync_scheduled: false,
@@ -201,7 +236,8 @@ impl Node {
     /// A restart from the disk: the application replays its committed
     /// batches, the consensus core recovers from its durable records.
     pub fn restart(&mut self) {
-        self.app = App::replay(&self.disk.committed);
+        let qlock = self.app.machine.is_some();
+        self.app = App::replay(&self.disk.committed, &self.disk.payloads, qlock);
         let state = consensus::RecoveredState {
             records: self.disk.durable.clone(),
             stable: self.disk.stable.clone(),

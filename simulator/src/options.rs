@@ -151,6 +151,13 @@ pub struct SimOptions {
     /// Keep the full trace (for the determinism test); its digest is
     /// always computed.
     pub keep_trace: bool,
+    /// What the replicas execute and the clients submit.
+    pub workload: crate::workload::Workload,
+    /// TEST ONLY: run a deliberately broken core (mutation checks, issue
+    /// 5): the checkers must report a violation.
+    pub mutation: consensus::Mutation,
+    /// The replicas that run `mutation`; empty means every replica.
+    pub mutated_replicas: Vec<usize>,
 }
 
 impl SimOptions {
@@ -168,6 +175,9 @@ impl SimOptions {
             scripted_crashes: Vec::new(),
             pulse_micros: None,
             keep_trace: false,
+            workload: crate::workload::Workload::default(),
+            mutation: consensus::Mutation::None,
+            mutated_replicas: Vec::new(),
         }
     }
 
@@ -177,9 +187,43 @@ impl SimOptions {
             "simulator sim --seed {} --replicas {} --faults {} --clients {} --requests {}",
             self.seed, self.replicas, self.faults, self.clients, self.requests_per_client
         );
+        command.push_str(&format!(" --workload {}", self.workload));
         if let Some(pulse) = self.pulse_micros {
             command.push_str(&format!(" --pulse-micros {pulse}"));
         }
+        if self.mutation != consensus::Mutation::None {
+            command.push_str(&format!(" --mutate {}", self.mutation.name()));
+            let chosen: Vec<String> = self
+                .mutated_replicas
+                .iter()
+                .map(|r| r.to_string())
+                .collect();
+            if !chosen.is_empty() {
+                command.push_str(&format!(":{}", chosen.join(",")));
+            }
+        }
         command
     }
+
+    /// Whether replica `i` runs the mutation.
+    pub fn mutated(&self, i: usize) -> bool {
+        self.mutation != consensus::Mutation::None
+            && (self.mutated_replicas.is_empty() || self.mutated_replicas.contains(&i))
+    }
+}
+
+/// Parses `--mutate NAME[:i,j,...]`: a [`consensus::Mutation`] name and
+/// optionally the replicas that run it (default: all).
+pub fn parse_mutation(s: &str) -> Result<(consensus::Mutation, Vec<usize>), String> {
+    let (name, replicas) = s.split_once(':').unwrap_or((s, ""));
+    let mutation = consensus::Mutation::from_name(name).ok_or_else(|| {
+        let names: Vec<&str> = consensus::Mutation::ALL.iter().map(|m| m.name()).collect();
+        format!("unknown mutation {name:?}; one of {}", names.join(", "))
+    })?;
+    let replicas = replicas
+        .split(',')
+        .filter(|r| !r.is_empty())
+        .map(|r| r.trim().parse::<usize>().map_err(|e| e.to_string()))
+        .collect::<Result<Vec<usize>, String>>()?;
+    Ok((mutation, replicas))
 }

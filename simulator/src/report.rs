@@ -37,6 +37,24 @@ pub struct SeedReport {
     pub trace_digest: String,
     /// The full trace, if asked for.
     pub trace: Vec<u8>,
+    /// qlock ops completed by clients, by kind.
+    pub op_counts: BTreeMap<&'static str, u64>,
+    /// Client ops with an observed outcome (their history's length).
+    pub observed_ops: u64,
+    /// Locks granted to a waiter after it waited (qlock's counter).
+    pub grants_after_wait: u64,
+    /// Waits that timed out.
+    pub wait_timeouts: u64,
+    /// Sessions ended by expiry.
+    pub session_expiries: u64,
+    /// Messages redelivered after a visibility timeout.
+    pub redeliveries: u64,
+    /// Messages dead-lettered.
+    pub dead_letters: u64,
+    /// Per-resource lock histories checked for linearizability.
+    pub lock_histories_checked: u64,
+    /// Of them, those the search bound cut short.
+    pub lock_histories_unknown: u64,
 }
 
 impl SeedReport {
@@ -73,6 +91,11 @@ pub struct Summary {
     pub faults: BTreeMap<&'static str, u64>,
     /// Rejections by reason.
     pub rejections: BTreeMap<&'static str, u64>,
+    /// qlock ops completed, by kind.
+    pub op_counts: BTreeMap<&'static str, u64>,
+    /// qlock counters summed over the seeds: grants after waiting, wait
+    /// timeouts, session expiries, redeliveries, dead letters.
+    pub qlock: BTreeMap<&'static str, u64>,
 }
 
 impl Summary {
@@ -96,6 +119,21 @@ impl Summary {
         for (k, v) in &r.rejections {
             *self.rejections.entry(k).or_default() += v;
         }
+        for (k, v) in &r.op_counts {
+            *self.op_counts.entry(k).or_default() += v;
+        }
+        for (k, v) in [
+            ("observed_ops", r.observed_ops),
+            ("grants_after_wait", r.grants_after_wait),
+            ("wait_timeouts", r.wait_timeouts),
+            ("session_expiries", r.session_expiries),
+            ("redeliveries", r.redeliveries),
+            ("dead_letters", r.dead_letters),
+            ("lock_histories_checked", r.lock_histories_checked),
+            ("lock_histories_unknown", r.lock_histories_unknown),
+        ] {
+            *self.qlock.entry(k).or_default() += v;
+        }
     }
 
     /// The one-line JSON summary.
@@ -113,6 +151,8 @@ impl Summary {
             "messages": self.messages,
             "faults": self.faults,
             "rejections": self.rejections,
+            "ops": self.op_counts,
+            "qlock": self.qlock,
         })
     }
 }

@@ -5,12 +5,14 @@
 use crate::node::Node;
 use crate::options::{FaultKind, SimOptions};
 use crate::report::SeedReport;
+use crate::workload::QlockClient;
 use consensus::{CommittedBatch, Config, Input, Message, Output, Replica, TimerKind, WireMessage};
 use primitives::digest::Hasher;
 use primitives::{
     codec, ClusterId, Digest, Domain, HlcTimestamp, KeyPair, Membership, ReplicaId, Request,
     RequestLimits, SeqNum,
 };
+use qlock::Op;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -68,6 +70,10 @@ struct Client {
     key: KeyPair,
     issued: u64,
     current: Option<(Request, Digest, u64)>,
+    /// Under a qlock workload: what the client knows, and its outstanding
+    /// op with its first send time.
+    qlock: QlockClient,
+    op: Option<(Op, u64)>,
 }
 
 /// One seeded run.
@@ -93,8 +99,10 @@ pub struct Sim {
     seen_committed: BTreeSet<Digest>,
     agreed: BTreeMap<SeqNum, (usize, Digest, HlcTimestamp, Digest)>,
     checkpoints: BTreeMap<SeqNum, Digest>,
+    checks: checkers::Checks,
     report: SeedReport,
     trace: Hasher,
+    observed: observe::Observed,
 }
 
 /// The consensus configuration the simulator runs with: small intervals,
@@ -128,7 +136,10 @@ impl Sim {
         let mut nodes = Vec::new();
         let mut message_bytes_max = 0;
         for (i, key) in keys.into_iter().enumerate() {
-            let cfg = replica_config(&membership, i, key);
+            let mut cfg = replica_config(&membership, i, key);
+            if opts.mutated(i) {
+                cfg.mutation = opts.mutation;
+            }
             message_bytes_max = cfg.message_bytes_max();
             let skew = (MAX_CLOCK_SKEW_MICROS / 3) as i64;
             let offset = if opts.faults.has(FaultKind::Skew) {
@@ -137,13 +148,18 @@ impl Sim {
                 0
             };
             let core = Replica::new(cfg).expect("valid sim config");
-            nodes.push(Node::new(core, offset));
+            nodes.push(Node::new(core, offset, opts.workload.is_qlock()));
         }
         let clients = (0..opts.clients)
-            .map(|_| Client {
+            .map(|c| Client {
                 key: KeyPair::generate(&mut rng),
                 issued: 0,
                 current: None,
+                qlock: QlockClient {
+                    renews: c % 3 != 2,
+                    ..QlockClient::default()
+                },
+                op: None,
             })
             .collect();
         let drop_p = if opts.faults.has(FaultKind::Drop) {
@@ -182,8 +198,10 @@ impl Sim {
             seen_committed: BTreeSet::new(),
             agreed: BTreeMap::new(),
             checkpoints: BTreeMap::new(),
+            checks: checkers::Checks::default(),
             report,
             trace: Hasher::new(Domain::Test),
+            observed: observe::Observed::default(),
         }
     }
 
@@ -277,6 +295,10 @@ impl Sim {
     }
 
     pub(super) fn next_deadline(&self, i: usize) -> Option<Input> {
+        if self.opts.workload.is_qlock() {
+            let at = self.nodes[i].app.next_deadline();
+            return Some(Input::NextDeadline { at });
+        }
         let pulse = self.opts.pulse_micros?;
         let last = self.nodes[i].app.last_time.wall.max(START_MICROS);
         let at = HlcTimestamp::from_micros((last / pulse + 1) * pulse);
@@ -311,6 +333,7 @@ impl Sim {
                     .push("a client request never committed".into());
             }
         }
+        self.finish_checks();
         self.report.trace_digest = self.trace.finalize().to_hex();
     }
 
@@ -411,11 +434,13 @@ impl Sim {
         match output {
             Output::Send { to, message } => {
                 self.check_persisted(i, &message);
+                self.observe(i, &message);
                 let bytes = codec::encode(&message);
                 self.send(Some(i), to.index(), NetMsg::Consensus(bytes));
             }
             Output::Broadcast { message } => {
                 self.check_persisted(i, &message);
+                self.observe(i, &message);
                 let bytes = codec::encode(&message);
                 for j in (0..self.nodes.len()).filter(|j| *j != i) {
                     self.send(Some(i), j, NetMsg::Consensus(bytes.clone()));
@@ -560,4 +585,6 @@ impl Sim {
     }
 }
 
+mod checkers;
 mod drive;
+mod observe;

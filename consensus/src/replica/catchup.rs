@@ -227,6 +227,10 @@ impl Replica {
         }
         let missing = self.reference_batch(&pp.batch);
         let slot = self.log.entry(pp.seq).or_default();
+        // A prepared certificate we held stays: our COMMIT may have been
+        // one of the quorum, so our VIEW-CHANGEs must keep reporting it
+        // (§4.4) until a checkpoint covers the seq.
+        slot.prepared_proof = old.prepared_proof;
         slot.pre_prepare = Some((batch.pre_prepare, pp.batch, digest));
         // A certified slot needs no votes of ours.
         slot.pre_prepare_persisting = true;

@@ -14,7 +14,7 @@ mod view_change;
 
 pub use recovery::RecoveredState;
 
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, Mutation};
 use crate::io::{Input, Output, PersistId, PersistRecord, TimerKind};
 use crate::message::{Batch, Message, PreparedProof, SignedMessage, Status, Vote, WireMessage};
 use crate::reject::Rejection;
@@ -264,6 +264,11 @@ impl Replica {
     }
 
     fn quorum(&self) -> usize {
+        if self.cfg.mutation == Mutation::QuorumTwoF {
+            // The mutant: 2f, too small for two quorums to share a
+            // correct replica.
+            return (2 * self.cfg.membership.f()).max(1);
+        }
         self.cfg.membership.quorum()
     }
 

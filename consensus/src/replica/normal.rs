@@ -3,6 +3,7 @@
 //! before vote (step 6) and execution in seq order.
 
 use super::{signed_vote, Deferred, Replica, Slot};
+use crate::config::Mutation;
 use crate::io::{ExecuteBatch, Output, PersistRecord, TimerKind};
 use crate::message::{Batch, CommittedBatch, Message, PrePrepare, SignedMessage, Vote};
 use crate::reject::Rejection;
@@ -295,10 +296,13 @@ impl Replica {
         };
         let digest = *digest;
         if !slot.pre_prepare_persisting && !is_primary {
-            let all_held = batch
-                .digests
-                .iter()
-                .all(|d| self.payloads.get(d).is_some_and(|p| p.held));
+            // The mutant votes without the payloads.
+            let mutant = self.cfg.mutation == Mutation::PrepareBeforePayloads;
+            let all_held = mutant
+                || batch
+                    .digests
+                    .iter()
+                    .all(|d| self.payloads.get(d).is_some_and(|p| p.held));
             if !all_held {
                 return;
             }
@@ -392,7 +396,7 @@ impl Replica {
     /// each at its effective time (DESIGN.md step 5).
     pub(super) fn try_execute(&mut self) {
         loop {
-            let seq = self.last_executed.next();
+            let seq = self.next_to_execute();
             let Some(slot) = self.log.get(&seq) else {
                 return;
             };
@@ -422,6 +426,22 @@ impl Replica {
             self.last_executed = seq;
             self.last_time = time;
         }
+    }
+}
+
+impl Replica {
+    /// The seq to execute next: the one after the last executed. The
+    /// [`Mutation::ExecuteOutOfOrder`] mutant takes the lowest committed
+    /// slot above it instead, skipping uncommitted predecessors.
+    fn next_to_execute(&self) -> SeqNum {
+        let next = self.last_executed.next();
+        if self.cfg.mutation != Mutation::ExecuteOutOfOrder {
+            return next;
+        }
+        self.log
+            .range(next..)
+            .find(|(_, s)| s.committed && s.pre_prepare.is_some())
+            .map_or(next, |(seq, _)| *seq)
     }
 }
 

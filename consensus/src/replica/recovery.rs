@@ -9,6 +9,7 @@ use crate::config::{Config, ConfigError};
 use crate::io::PersistRecord;
 use crate::message::{Message, PreparedProof, SignedMessage};
 use primitives::{Digest, HlcTimestamp, SeqNum, ViewNumber};
+use std::collections::BTreeMap;
 
 /// What the driver recovered from its disk.
 #[derive(Clone, Debug, Default)]
@@ -41,8 +42,19 @@ impl Replica {
         r.progress_seq = r.last_executed;
         r.executed_at_last_tick = r.last_executed;
         r.restore_view(&state.records);
+        // Durable PRE-PREPAREs by (view, seq), the new primary's
+        // re-proposals included: a prepared certificate is rebuilt from
+        // its own view's PRE-PREPARE, even for a slot executed since or
+        // superseded by a later view (§4.4: VIEW-CHANGEs report every
+        // prepared seq above the stable checkpoint).
+        let mut pre_prepares = BTreeMap::new();
         for record in &state.records {
-            r.restore_record(record);
+            for signed in pre_prepares_of(record) {
+                if let Message::PrePrepare(pp) = &signed.message {
+                    pre_prepares.insert((pp.view, pp.seq), signed.clone());
+                }
+            }
+            r.restore_record(record, &pre_prepares);
         }
         Ok(r)
     }
@@ -77,7 +89,11 @@ impl Replica {
         self.view_active = active;
     }
 
-    fn restore_record(&mut self, record: &PersistRecord) {
+    fn restore_record(
+        &mut self,
+        record: &PersistRecord,
+        pre_prepares: &BTreeMap<(ViewNumber, SeqNum), SignedMessage>,
+    ) {
         match record {
             PersistRecord::PrePrepare(signed) => self.restore_pre_prepare(signed),
             PersistRecord::Prepared {
@@ -86,11 +102,12 @@ impl Replica {
                 batch,
                 prepares,
             } => {
-                let pre_prepare = self.log.get(seq).and_then(|s| s.pre_prepare.as_ref());
-                let Some((signed, _, digest)) = pre_prepare else {
+                let Some(signed) = pre_prepares.get(&(*view, *seq)) else {
                     return;
                 };
-                if *digest != *batch {
+                let matches = matches!(&signed.message,
+                    Message::PrePrepare(pp) if pp.batch.digest() == *batch);
+                if !matches || *seq <= self.low {
                     return;
                 }
                 let proof = PreparedProof {
@@ -98,9 +115,9 @@ impl Replica {
                     prepares: prepares.clone(),
                 };
                 let current = *view == self.view;
-                let slot = self.log.get_mut(seq).expect("checked above");
+                let slot = self.log.entry(*seq).or_default();
+                slot.prepared_persisting = current && slot.pre_prepare.is_some();
                 slot.prepared_proof = Some(proof);
-                slot.prepared_persisting = current;
             }
             PersistRecord::ViewChange(signed) => {
                 self.view_changes.insert(self.cfg.id, signed.clone());
@@ -171,6 +188,18 @@ impl Replica {
                 self.send_commit(seq);
             }
         }
+    }
+}
+
+/// The PRE-PREPAREs a record holds: its own, or a NEW-VIEW's.
+fn pre_prepares_of(record: &PersistRecord) -> Vec<&SignedMessage> {
+    match record {
+        PersistRecord::PrePrepare(signed) => vec![signed],
+        PersistRecord::NewView(signed) => match &signed.message {
+            Message::NewView(nv) => nv.pre_prepares.iter().collect(),
+            _ => Vec::new(),
+        },
+        _ => Vec::new(),
     }
 }
 

@@ -5,6 +5,7 @@
 //! computed from them; every backup recomputes and checks them.
 
 use super::{Deferred, Replica, Slot};
+use crate::config::Mutation;
 use crate::io::{Output, PersistRecord};
 use crate::message::{
     Batch, Message, NewView, PrePrepare, PreparedProof, SignedMessage, Status, ViewChange,
@@ -280,6 +281,10 @@ impl Replica {
             if checked.stable > min_s {
                 min_s = checked.stable;
                 certificate = vc.stable_certificate.clone();
+            }
+            if self.cfg.mutation == Mutation::NewViewSkipsPreparedCheck {
+                // The mutant: the prepared certificates are ignored.
+                continue;
             }
             for (seq, (v, batch)) in checked.prepared {
                 if best.get(&seq).is_none_or(|(held, _)| v > *held) {

@@ -141,6 +141,16 @@ impl Sim {
         if let Some((request, digest, sent_at)) = self.clients[c].current.clone() {
             let executed = self.executions.get(&digest).map_or(0, BTreeSet::len);
             if executed >= quorum_f1 {
+                if self.opts.workload.is_qlock() {
+                    // A waiting acquire completes with its later receipt.
+                    if !self.checks.outcomes.contains_key(&(digest, 0)) {
+                        self.schedule(self.now + CLIENT_TICK_MICROS, Event::ClientTick(c));
+                        return;
+                    }
+                    if let Some((op, invoke)) = self.clients[c].op.take() {
+                        self.record_observed(c, digest, invoke, op);
+                    }
+                }
                 self.seen_committed.insert(digest);
                 self.clients[c].current = None;
             } else if self.now >= sent_at + CLIENT_RETRY_MICROS {
@@ -161,18 +171,30 @@ impl Sim {
     }
 
     fn new_request(&mut self, c: usize) -> Request {
-        let len = self.rng.gen_range(8..64);
-        let op: Vec<u8> = (0..len).map(|_| self.rng.gen()).collect();
+        let op = if self.opts.workload.is_qlock() {
+            let op = self.clients[c]
+                .qlock
+                .next_op(self.opts.workload, c, &mut self.rng);
+            self.clients[c].op = Some((op.clone(), self.now));
+            op.encode()
+        } else {
+            let len = self.rng.gen_range(8..64);
+            Bytes((0..len).map(|_| self.rng.gen()).collect())
+        };
         let client = &mut self.clients[c];
         client.issued += 1;
-        RequestBody {
+        let request = RequestBody {
             cluster: self.cluster,
             client: client.key.public(),
             number: RequestNumber(client.issued),
             atomic: false,
-            ops: vec![Bytes(op)],
+            ops: vec![op],
         }
-        .sign(&client.key)
+        .sign(&client.key);
+        if let Some((op, _)) = &self.clients[c].op {
+            self.checks.ops.insert(request.digest(), op.clone());
+        }
+        request
     }
 
     fn submit(&mut self, c: usize, request: Request, digest: primitives::Digest) {
@@ -213,8 +235,17 @@ impl Sim {
                 node.disk.payloads.insert(*d, request.clone());
             }
         }
-        let fresh = node.app.apply(batch.seq, batch.time, &batch.digests);
+        let (fresh, outcome) =
+            node.app
+                .apply(batch.seq, batch.time, &batch.digests, &node.disk.payloads);
         let head = node.app.head;
+        if let Some(outcome) = outcome {
+            if !self.agreed.contains_key(&batch.seq) {
+                self.on_committed_outcome(batch.seq, &outcome);
+            }
+        }
+        self.check_checkpoint_state(i, batch.seq, head);
+        let node = &mut self.nodes[i];
         node.disk
             .committed
             .insert(batch.seq, batch.certificate.clone());
@@ -226,6 +257,7 @@ impl Sim {
             }
         }
         self.check_agreement(i, &batch, head);
+        self.check_certificate(i, &batch);
         self.report.batches = self.report.batches.max(batch.seq.0);
         self.trace(format!("{} exec {i} {:?} {head:?}", self.now, batch.seq));
         work.push_back(Input::Executed {
