@@ -1,4 +1,5 @@
-//! A linearizability checker for client histories of locks and queues.
+//! A linearizability checker for client histories of sessions, locks and
+//! queues, with effective time.
 //!
 //! The search is Wing & Gong's, with Lowe's memoisation ("Testing for
 //! linearizability", 2017; the algorithm behind Porcupine and Knossos'
@@ -6,15 +7,44 @@
 //! at a call, try to linearize that operation now (the model accepts its
 //! output from the current state, and the pair (set of linearized ops,
 //! state) was not tried before); at a return of an operation not yet
-//! linearized, backtrack. Iterative, with an explicit stack, and bounded:
-//! after `steps_max` steps the answer is [`Verdict::Unknown`].
+//! linearized, backtrack. A model may offer several successor states for
+//! one op (an op whose effective time is unknown); the search tries each.
+//! Iterative, with an explicit stack, and bounded: after `steps_max` steps
+//! the answer is [`Verdict::Unknown`].
 //!
-//! The checker is pure and knows nothing of `qlock`: the simulator records
-//! what its clients saw (invocation and response times in virtual time) as
-//! [`Operation`]s and checks them against [`LockModel`] (one resource) or
-//! [`QueueModel`] (one queue, without visibility timeouts).
+//! Time. Every certified receipt carries the effective time of its batch,
+//! and the state machine judges leases, waits, lock-delays and visibility
+//! timeouts on effective time only, before the batch's ops. So an op's
+//! input is [`Timed`]: the effective time the client learned from its
+//! receipt (`None` when it never got one), and the models first run every
+//! deadline due by that time, then the op. Real time orders the search
+//! (invoke/response); effective time must also be non-decreasing along a
+//! linearization (the models refuse an op whose time is below the state's
+//! clock). Both must hold: that is what makes a lock held past its lease,
+//! or a claim acked after its visibility timeout, a violation.
+//!
+//! The models ([`locks::LockModel`]: one resource and the sessions that touch
+//! it; [`queues::QueueModel`]: one queue and its claimants' sessions) are written
+//! from the specification (issue 6) and share no code with the state
+//! machine. [`record`] maps what clients observed (`qlock` ops and
+//! outcomes) to per-resource and per-queue histories and checks them all.
 
-use std::collections::{BTreeMap, BTreeSet};
+use primitives::HlcTimestamp;
+use std::collections::BTreeSet;
+
+mod legacy;
+pub mod locks;
+pub mod queues;
+pub mod record;
+mod sessions;
+
+// The untimed lock model under its old names, until the simulator uses
+// `check_observed`; then this line goes and the timed models are
+// re-exported here instead (`locks::LockModel`, `queues::QueueModel`).
+pub use legacy::{LockInput, LockModel, LockOutput};
+pub use locks::LockState;
+pub use queues::{QueueModel, QueueState};
+pub use record::{check_observed, partition, Observed, Partition, PartitionVerdict, Receipted};
 
 /// One client operation as the client observed it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,18 +70,19 @@ pub trait Model {
     type Output;
     /// The initial state.
     fn init(&self) -> Self::State;
-    /// The state after `input` answered with `output` (`None` output: any
-    /// answer), or `None` if the specification forbids that answer.
+    /// Every state `input` can lead to when answered with `output` (`None`
+    /// output: any answer), in a fixed order; empty if the specification
+    /// forbids that answer.
     fn step(
         &self,
         state: &Self::State,
         input: &Self::Input,
         output: Option<&Self::Output>,
-    ) -> Option<Self::State>;
+    ) -> Vec<Self::State>;
 }
 
 /// The checker's answer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Verdict {
     /// A linearization exists.
     Linearizable,
@@ -152,9 +183,13 @@ pub fn check<M: Model>(
     let mut events = Events::build(history);
     let mut linearized = vec![false; history.len()];
     let mut tried: BTreeSet<(Vec<bool>, M::State)> = BTreeSet::new();
-    let mut stack: Vec<(usize, M::State)> = Vec::new();
+    // (call event, state before it, which successor was taken)
+    let mut stack: Vec<(usize, M::State, usize)> = Vec::new();
     let mut state = model.init();
     let mut entry = events.0[0].next;
+    // The first successor to try at the next call (after a backtrack: the
+    // one after the successor that failed).
+    let mut first_choice = 0;
     for _ in 0..steps_max {
         if entry == 0 {
             return Verdict::Linearizable;
@@ -167,375 +202,272 @@ pub fn check<M: Model>(
         }
         if event.is_call {
             let output = op.response.map(|_| &op.output);
-            if let Some(next) = model.step(&state, &op.input, output) {
+            let successors = model.step(&state, &op.input, output);
+            let mut taken = false;
+            for (choice, next) in successors.into_iter().enumerate().skip(first_choice) {
                 linearized[event.op] = true;
                 if tried.insert((linearized.clone(), next.clone())) {
-                    stack.push((entry, std::mem::replace(&mut state, next)));
+                    stack.push((entry, std::mem::replace(&mut state, next), choice));
                     events.lift(entry);
                     entry = events.0[0].next;
-                    continue;
+                    taken = true;
+                    break;
                 }
                 linearized[event.op] = false;
             }
-            entry = event.next;
+            first_choice = 0;
+            if !taken {
+                entry = event.next;
+            }
         } else {
             // A return whose op is not linearized yet: undo the last choice.
-            let Some((call, previous)) = stack.pop() else {
+            let Some((call, previous, choice)) = stack.pop() else {
                 return Verdict::NotLinearizable;
             };
             state = previous;
             linearized[events.0[call].op] = false;
             events.unlift(call);
-            entry = events.0[call].next;
+            entry = call;
+            first_choice = choice + 1;
         }
     }
     Verdict::Unknown
 }
 
-/// Lock operations on one resource, as clients observe them.
+/// An op's input with the effective time of its receipt.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum LockInput {
-    /// `client` asks for the lock in a mode (true: exclusive).
+pub struct Timed {
+    /// The receipt's effective time; `None` when the client has no receipt
+    /// (the op is pending: the model tries it at the state's clock and at
+    /// each deadline it knows of).
+    pub time: Option<HlcTimestamp>,
+    /// The op.
+    pub call: Call,
+}
+
+/// A waiting acquire's wait.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Wait {
+    /// Names the wait, so its later [`Call::WaitEnd`] finds it (the
+    /// recorder's choice; unique in a history).
+    pub id: u64,
+    /// How long it may wait (µs of effective time).
+    pub timeout: u64,
+}
+
+/// The operations the models know (sessions are in both; lock ops go to
+/// [`locks::LockModel`], queue ops to [`QueueModel`]; the other model refuses
+/// them). Sessions, tokens and messages are integers the recorder chose
+/// (order-preserving for sessions and tokens).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Call {
+    /// Opens a session for `ttl` µs.
+    CreateSession {
+        /// The lease.
+        ttl: u64,
+    },
+    /// Extends a session to `now + ttl`.
+    RenewSession {
+        /// The session.
+        session: u64,
+        /// The lease.
+        ttl: u64,
+    },
+    /// Ends a session (locks released without lock-delay, waits aborted,
+    /// claims returned).
+    DestroySession {
+        /// The session.
+        session: u64,
+    },
+    /// Takes the lock: try once (`wait: None`) or wait FIFO.
     Acquire {
-        /// Who.
-        client: u64,
+        /// The session.
+        session: u64,
         /// Exclusive (true) or shared.
         exclusive: bool,
+        /// The wait, if it waits.
+        wait: Option<Wait>,
     },
-    /// `client` gives it up.
+    /// The later receipt of a queued acquire: granted, timed out or
+    /// aborted. Its effective time is the batch that ended the wait.
+    WaitEnd {
+        /// [`Wait::id`] of the acquire.
+        wait: u64,
+    },
+    /// Gives the lock up or withdraws a wait.
     Release {
-        /// Who.
-        client: u64,
+        /// The session.
+        session: u64,
     },
-}
-
-/// What a lock operation answered.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum LockOutput {
-    /// Granted with this fencing token (as an integer).
-    Granted(u64),
-    /// Refused: held in a conflicting mode.
-    Busy,
-    /// Released.
-    Released,
-    /// Not held by the client.
-    NotHolder,
-}
-
-/// The sequential lock: one exclusive holder or many shared ones; tokens
-/// strictly increase.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct LockModel;
-
-/// The state of [`LockModel`].
-#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
-pub struct LockState {
-    exclusive: Option<u64>,
-    shared: BTreeSet<u64>,
-    last_token: u64,
-}
-
-impl Model for LockModel {
-    type State = LockState;
-    type Input = LockInput;
-    type Output = LockOutput;
-
-    fn init(&self) -> LockState {
-        LockState::default()
-    }
-
-    fn step(
-        &self,
-        s: &LockState,
-        input: &LockInput,
-        out: Option<&LockOutput>,
-    ) -> Option<LockState> {
-        let mut next = s.clone();
-        match input {
-            LockInput::Acquire { client, exclusive } => {
-                let holds = s.exclusive == Some(*client) || s.shared.contains(client);
-                let free = s.exclusive.is_none() && (s.shared.is_empty() || !exclusive);
-                match out {
-                    Some(LockOutput::Granted(token)) if free && !holds && *token > s.last_token => {
-                        next.last_token = *token;
-                    }
-                    None if free && !holds => {}
-                    Some(LockOutput::Busy) if !free || holds => return Some(next),
-                    None => return Some(next),
-                    _ => return None,
-                }
-                if *exclusive {
-                    next.exclusive = Some(*client);
-                } else {
-                    next.shared.insert(*client);
-                }
-            }
-            LockInput::Release { client } => {
-                let holds = s.exclusive == Some(*client) || s.shared.contains(client);
-                match out {
-                    Some(LockOutput::Released) | None if holds => {
-                        if s.exclusive == Some(*client) {
-                            next.exclusive = None;
-                        }
-                        next.shared.remove(client);
-                    }
-                    Some(LockOutput::NotHolder) if !holds => {}
-                    None => {}
-                    _ => return None,
-                }
-            }
-        }
-        Some(next)
-    }
-}
-
-/// Queue operations on one queue, as clients observe them.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum QueueInput {
-    /// Submit message `id` with a priority rank (0 is served first).
+    /// Confirms the session holds the lock; extends its lease.
+    RenewLock {
+        /// The session.
+        session: u64,
+        /// The lease.
+        ttl: u64,
+    },
+    /// Adds message `id` (the recorder knows ids before the answer).
     Submit {
         /// The message.
         id: u64,
-        /// Its priority rank.
+        /// 0 (Critical) … 3 (Low).
         rank: u8,
+        /// The dedup key, if any.
+        dedup: Option<u64>,
     },
-    /// Claim the next message.
-    Claim,
-    /// Acknowledge message `id`.
+    /// Claims the next message for `visibility_timeout` µs.
+    Claim {
+        /// The session.
+        session: u64,
+        /// The visibility timeout.
+        visibility_timeout: u64,
+    },
+    /// Completes delivery `delivery` of message `id`.
     Ack {
+        /// The session.
+        session: u64,
         /// The message.
         id: u64,
+        /// The delivery.
+        delivery: u32,
     },
+    /// Returns delivery `delivery` of message `id` now.
+    Nack {
+        /// The session.
+        session: u64,
+        /// The message.
+        id: u64,
+        /// The delivery.
+        delivery: u32,
+    },
+    /// Ready per priority, claimed and dead counts.
+    Depth,
+    /// The message a claim would return now.
+    Peek,
 }
 
-/// What a queue operation answered.
+/// What an op answered (the judged results; anything else the recorder
+/// drops or treats as unknown).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum QueueOutput {
-    /// Submitted, or acked.
-    Ok,
-    /// Claimed this message.
-    Claimed(u64),
-    /// Nothing to claim.
+pub enum Answer {
+    /// A new session and its expiry (µs).
+    SessionCreated {
+        /// The session.
+        session: u64,
+        /// Its expiry.
+        expires_at: u64,
+    },
+    /// A lease's new expiry (µs).
+    Renewed {
+        /// The expiry.
+        expires_at: u64,
+    },
+    /// Took effect.
+    Done,
+    /// Holds the lock with this token.
+    Granted {
+        /// The fencing token as an integer.
+        token: u64,
+    },
+    /// Waits behind `position` waiters.
+    Queued {
+        /// Waiters ahead.
+        position: u32,
+    },
+    /// Submitted (or deduplicated to) message `id`.
+    Submitted {
+        /// The message.
+        id: u64,
+        /// The dedup key matched.
+        duplicate: bool,
+    },
+    /// Claimed delivery `delivery` of message `id`.
+    Claimed {
+        /// The message.
+        id: u64,
+        /// Deliveries so far, this one included.
+        delivery: u32,
+    },
+    /// Nothing ready.
     Empty,
-    /// The ack failed: not claimed, or already acked.
-    Failed,
+    /// A queue's counts.
+    Depth {
+        /// Ready per priority, Critical first.
+        ready: [u32; 4],
+        /// Claimed.
+        claimed: u32,
+        /// Dead letters.
+        dead: u32,
+    },
+    /// The message a claim would return.
+    Peeked(Option<u64>),
+    /// The session does not exist (never, ended or expired).
+    NoSuchSession,
+    /// The lock is taken, delayed or has waiters; no wait asked.
+    WouldBlock,
+    /// The session already holds or waits for the lock.
+    AlreadyHeld,
+    /// The session neither holds nor waits (RenewLock: does not hold).
+    NotHolder,
+    /// The wait ran out.
+    WaitTimedOut,
+    /// The waiting session ended.
+    WaitAborted,
+    /// Not claimed by this session in this delivery.
+    NoSuchClaim,
 }
 
-/// The sequential priority queue: claims serve the lowest rank first, FIFO
-/// within a rank (in linearization order); a message is claimed at most
-/// once and acked at most once. (Visibility timeouts are not modelled:
-/// check histories in which no claim expires.)
-#[derive(Clone, Copy, Debug, Default)]
-pub struct QueueModel;
+/// How many candidate times an op without a receipt is tried at (its
+/// state's clock and the deadlines after it, one after the other).
+pub const PENDING_TIMES_MAX: usize = 64;
 
-/// The state of [`QueueModel`].
-#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
-pub struct QueueState {
-    ready: BTreeMap<(u8, u64), u64>,
-    claimed: BTreeSet<u64>,
-    submitted: u64,
+/// A model state with a clock and deadlines, for [`successors`].
+trait Clocked: Clone {
+    fn clock(&self) -> HlcTimestamp;
+    /// Runs every deadline due by `at` and sets the clock to it.
+    fn advance(&mut self, at: HlcTimestamp, exact: bool);
+    /// The next deadline after the clock (µs), if any.
+    fn next_deadline(&self) -> Option<u64>;
+    /// Applies the op at the clock; false if `output` is impossible.
+    fn apply(&mut self, call: &Call, output: Option<&Answer>, exact: bool) -> bool;
 }
 
-impl Model for QueueModel {
-    type State = QueueState;
-    type Input = QueueInput;
-    type Output = QueueOutput;
-
-    fn init(&self) -> QueueState {
-        QueueState::default()
-    }
-
-    fn step(
-        &self,
-        s: &QueueState,
-        input: &QueueInput,
-        out: Option<&QueueOutput>,
-    ) -> Option<QueueState> {
-        let mut next = s.clone();
-        match (input, out) {
-            (QueueInput::Submit { id, rank }, Some(QueueOutput::Ok) | None) => {
-                next.ready.insert((*rank, s.submitted), *id);
-                next.submitted += 1;
+/// The states `input` can lead to: at its receipt's time if it has one
+/// (not before the clock), else at the clock and after each deadline to
+/// come (an unanswered op may have run in any batch, and what it sees only
+/// changes at deadlines; the deadlines an op itself starts are then only
+/// approximate).
+fn successors<S: Clocked>(s: &S, input: &Timed, output: Option<&Answer>) -> Vec<S> {
+    match input.time {
+        Some(t) if t < s.clock() => vec![],
+        Some(t) => {
+            let mut next = s.clone();
+            next.advance(t, true);
+            if next.apply(&input.call, output, true) {
+                vec![next]
+            } else {
+                vec![]
             }
-            (QueueInput::Claim, Some(QueueOutput::Empty)) if s.ready.is_empty() => {}
-            (QueueInput::Claim, Some(QueueOutput::Claimed(id))) => {
-                let (key, first) = s.ready.first_key_value()?;
-                if first != id {
-                    return None;
+        }
+        None => {
+            let mut found = Vec::new();
+            let mut base = s.clone();
+            for _ in 0..PENDING_TIMES_MAX {
+                let mut next = base.clone();
+                if next.apply(&input.call, output, false) {
+                    found.push(next);
                 }
-                next.ready.remove(key);
-                next.claimed.insert(*id);
+                let Some(at) = base.next_deadline() else {
+                    break;
+                };
+                base.advance(HlcTimestamp::from_micros(at), false);
             }
-            (QueueInput::Claim, None) => {
-                if let Some((key, id)) = s.ready.first_key_value() {
-                    next.ready.remove(key);
-                    next.claimed.insert(*id);
-                }
-            }
-            (QueueInput::Ack { id }, Some(QueueOutput::Ok) | None) if s.claimed.contains(id) => {
-                next.claimed.remove(id);
-            }
-            (QueueInput::Ack { id }, Some(QueueOutput::Failed)) if !s.claimed.contains(id) => {}
-            (QueueInput::Ack { .. }, None) => {}
-            _ => return None,
+            found
         }
-        Some(next)
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn op<I, O>(invoke: u64, response: u64, input: I, output: O) -> Operation<I, O> {
-        Operation {
-            invoke,
-            response: Some(response),
-            input,
-            output,
-        }
-    }
-
-    fn acq(client: u64) -> LockInput {
-        LockInput::Acquire {
-            client,
-            exclusive: true,
-        }
-    }
-
-    fn rel(client: u64) -> LockInput {
-        LockInput::Release { client }
-    }
-
-    const BOUND: u64 = 100_000;
-
-    #[test]
-    fn accepts_sequential_and_reordered_lock_histories() {
-        let sequential = [
-            op(0, 1, acq(1), LockOutput::Granted(10)),
-            op(2, 3, acq(2), LockOutput::Busy),
-            op(4, 5, rel(1), LockOutput::Released),
-            op(6, 7, acq(2), LockOutput::Granted(11)),
-        ];
-        assert_eq!(check(&LockModel, &sequential, BOUND), Verdict::Linearizable);
-        // Client 1's acquire overlaps client 2's whole tenure and got the
-        // larger token: it must be linearized after client 2's release.
-        let concurrent = [
-            op(0, 10, acq(1), LockOutput::Granted(20)),
-            op(1, 2, acq(2), LockOutput::Granted(15)),
-            op(3, 4, rel(2), LockOutput::Released),
-            op(11, 12, rel(1), LockOutput::Released),
-        ];
-        assert_eq!(check(&LockModel, &concurrent, BOUND), Verdict::Linearizable);
-        // A pending acquire may or may not have happened.
-        let mut pending = sequential.to_vec();
-        pending.push(Operation {
-            invoke: 8,
-            response: None,
-            input: acq(3),
-            output: LockOutput::Busy,
-        });
-        assert_eq!(check(&LockModel, &pending, BOUND), Verdict::Linearizable);
-    }
-
-    #[test]
-    fn rejects_invalid_lock_histories() {
-        let two_holders = [
-            op(0, 1, acq(1), LockOutput::Granted(10)),
-            op(2, 3, acq(2), LockOutput::Granted(11)),
-            op(4, 5, rel(1), LockOutput::Released),
-        ];
-        let token_went_back = [
-            op(0, 1, acq(1), LockOutput::Granted(10)),
-            op(2, 3, rel(1), LockOutput::Released),
-            op(4, 5, acq(2), LockOutput::Granted(9)),
-        ];
-        let release_by_stranger = [
-            op(0, 1, acq(1), LockOutput::Granted(10)),
-            op(2, 3, rel(2), LockOutput::Released),
-        ];
-        let busy_when_free = [op(0, 1, acq(1), LockOutput::Busy)];
-        for history in [
-            &two_holders[..],
-            &token_went_back,
-            &release_by_stranger,
-            &busy_when_free,
-        ] {
-            assert_eq!(check(&LockModel, history, BOUND), Verdict::NotLinearizable);
-        }
-    }
-
-    fn submit(id: u64, rank: u8) -> QueueInput {
-        QueueInput::Submit { id, rank }
-    }
-
-    #[test]
-    fn accepts_valid_queue_histories() {
-        let history = [
-            op(0, 5, submit(1, 2), QueueOutput::Ok),
-            op(1, 2, submit(2, 2), QueueOutput::Ok),
-            // Concurrent submits: either order, so claiming 2 first is fine.
-            op(6, 7, QueueInput::Claim, QueueOutput::Claimed(2)),
-            op(8, 9, QueueInput::Ack { id: 2 }, QueueOutput::Ok),
-            op(10, 11, QueueInput::Claim, QueueOutput::Claimed(1)),
-            op(12, 13, QueueInput::Claim, QueueOutput::Empty),
-        ];
-        assert_eq!(check(&QueueModel, &history, BOUND), Verdict::Linearizable);
-    }
-
-    #[test]
-    fn rejects_invalid_queue_histories() {
-        let lost = [
-            op(0, 1, submit(1, 2), QueueOutput::Ok),
-            op(2, 3, QueueInput::Claim, QueueOutput::Empty),
-        ];
-        let double_claim = [
-            op(0, 1, submit(1, 2), QueueOutput::Ok),
-            op(2, 3, QueueInput::Claim, QueueOutput::Claimed(1)),
-            op(4, 5, QueueInput::Claim, QueueOutput::Claimed(1)),
-        ];
-        let priority_inversion = [
-            op(0, 1, submit(1, 3), QueueOutput::Ok),
-            op(2, 3, submit(2, 0), QueueOutput::Ok),
-            op(4, 5, QueueInput::Claim, QueueOutput::Claimed(1)),
-        ];
-        let fifo_violation = [
-            op(0, 1, submit(1, 2), QueueOutput::Ok),
-            op(2, 3, submit(2, 2), QueueOutput::Ok),
-            op(4, 5, QueueInput::Claim, QueueOutput::Claimed(2)),
-        ];
-        let acked_twice = [
-            op(0, 1, submit(1, 2), QueueOutput::Ok),
-            op(2, 3, QueueInput::Claim, QueueOutput::Claimed(1)),
-            op(4, 5, QueueInput::Ack { id: 1 }, QueueOutput::Ok),
-            op(6, 7, QueueInput::Ack { id: 1 }, QueueOutput::Ok),
-        ];
-        for history in [
-            &lost[..],
-            &double_claim,
-            &priority_inversion,
-            &fifo_violation,
-            &acked_twice,
-        ] {
-            assert_eq!(check(&QueueModel, history, BOUND), Verdict::NotLinearizable);
-        }
-    }
-
-    #[test]
-    fn the_bound_gives_unknown() {
-        let history: Vec<_> = (0..7)
-            .map(|i| op(0, 100, submit(i, 2), QueueOutput::Ok))
-            .chain(std::iter::once(op(
-                101,
-                102,
-                QueueInput::Claim,
-                QueueOutput::Claimed(99),
-            )))
-            .collect();
-        assert_eq!(check(&QueueModel, &history, 50), Verdict::Unknown);
-        assert_eq!(
-            check(&QueueModel, &history, u64::MAX),
-            Verdict::NotLinearizable
-        );
-    }
+/// Whether an observed `output` (`None`: unknown) is `want`.
+fn answers(output: Option<&Answer>, want: &Answer) -> bool {
+    output.is_none_or(|o| o == want)
 }
