@@ -4,8 +4,13 @@
 //! cluster harness and the benchmarks.
 //!
 //! - [`options`]: what a run looks like ([`SimOptions`], [`FaultSet`]);
-//! - [`sim`]: the event loop, network, clients and checkers ([`Sim`]);
-//! - [`node`]: one replica's driver parts: mempool, disk, test application;
+//! - [`sim`]: the event loop, network, clients, gossip (the real Plumtree
+//!   core disseminates requests and serves consensus's fetch-by-digest),
+//!   the lockchain (pulse certificates from the CHECKPOINT quorum) and the
+//!   checkers ([`Sim`]);
+//! - [`node`]: one replica's driver parts: the gossip validation hook,
+//!   mempool, disk (with its lockchain), the application and its pulse
+//!   builder;
 //! - [`workload`]: the qlock workloads and their clients ([`Workload`]);
 //! - [`report`]: a run's findings ([`SeedReport`]) and the summary over
 //!   many ([`Summary`]).

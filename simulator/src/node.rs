@@ -1,11 +1,16 @@
-//! One simulated replica: the real consensus core plus the driver's parts
-//! it needs — a bounded mempool, a disk, and the test application (a hash
-//! chain over executed request digests).
+//! One simulated replica: the real consensus and gossip cores plus the
+//! driver's parts they need — a bounded mempool, a disk, and the test
+//! application (a hash chain over executed request digests, or qlock).
 
 use consensus::{
     CommittedBatch, Config, Message, PersistId, PersistRecord, Replica, SignedMessage, TimerKind,
 };
-use primitives::{Digest, Domain, HlcTimestamp, Request, SeqNum, ViewNumber};
+use gossip::{Invalid, Plumtree, Validator};
+use lockchain::{PulseBatches, PulseCertificate, PulseHeader, ReceiptTree};
+use primitives::{
+    Bytes, ClusterId, Digest, Domain, HlcTimestamp, PulseNumber, Receipt, Request, RequestLimits,
+    SeqNum, ViewNumber,
+};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// What a replica's disk holds: every record persisted, which of them are
@@ -36,6 +41,11 @@ pub struct Disk {
     pub payloads: BTreeMap<Digest, Request>,
     /// Records written in total.
     pub records_written: u64,
+    /// The lockchain (the storage layer's `root:{pulse:020}` entries): each
+    /// certified pulse header with its quorum certificate. Written when the
+    /// checkpoint becomes stable or a peer serves a missing pulse; survives
+    /// crashes.
+    pub lockchain: BTreeMap<PulseNumber, PulseCertificate>,
 }
 
 impl Disk {
@@ -83,6 +93,75 @@ impl Disk {
     }
 }
 
+/// Pulse headers a replica keeps computed (certified or not): the oldest
+/// are dropped beyond it.
+pub const PULSE_HEADERS_MAX: usize = 4096;
+
+/// The lockchain builder of the application (DESIGN.md step 9): the
+/// receipts root of every executed batch, and at every checkpoint seq the
+/// pulse header over the roots of the batches since the last one,
+/// hash-chained to the previous header. Its digest is what consensus signs
+/// as the CHECKPOINT (`Input::Executed` at checkpoint seqs), so 2f+1
+/// CHECKPOINT signatures are the header's quorum certificate.
+#[derive(Debug)]
+pub struct Pulses {
+    cluster: ClusterId,
+    /// `K`: a pulse ends at every multiple of it.
+    interval: u64,
+    /// Receipts roots of the current pulse's batches, by seq.
+    roots: BTreeMap<SeqNum, Digest>,
+    /// The last header's digest ([`Digest::ZERO`] before the first pulse).
+    previous: Digest,
+    /// Headers computed, by their last seq (bounded by
+    /// [`PULSE_HEADERS_MAX`]).
+    pub headers: BTreeMap<SeqNum, PulseHeader>,
+}
+
+impl Pulses {
+    fn new(cluster: ClusterId, interval: u64) -> Pulses {
+        assert!(interval > 0, "a checkpoint interval of 0");
+        Pulses {
+            cluster,
+            interval,
+            roots: BTreeMap::new(),
+            previous: Digest::ZERO,
+            headers: BTreeMap::new(),
+        }
+    }
+
+    /// Batch `seq` executed with `receipts`; at a checkpoint seq the pulse
+    /// closes and its header is returned.
+    fn executed(
+        &mut self,
+        seq: SeqNum,
+        time: HlcTimestamp,
+        receipts: &[Receipt],
+        state: Digest,
+    ) -> Option<PulseHeader> {
+        self.roots.insert(seq, ReceiptTree::new(receipts).root());
+        if !seq.0.is_multiple_of(self.interval) {
+            return None;
+        }
+        let first = SeqNum(seq.0 + 1 - self.interval);
+        let roots: Vec<Digest> = self.roots.range(first..=seq).map(|(_, r)| *r).collect();
+        self.roots.clear();
+        if roots.len() as u64 != self.interval {
+            // Execution skipped a seq (a broken consensus core, which the
+            // simulator's checkers report): no header covers the hole.
+            return None;
+        }
+        let pulse = PulseNumber(seq.0 / self.interval);
+        let batches = PulseBatches::new(first, &roots);
+        let header = batches.header(self.cluster, pulse, state, self.previous, time);
+        self.previous = header.digest();
+        self.headers.insert(seq, header);
+        while self.headers.len() > PULSE_HEADERS_MAX {
+            self.headers.pop_first();
+        }
+        Some(header)
+    }
+}
+
 /// The test application: a hash chain over executed requests, skipping a
 /// request executed before (as qlock's reply cache would).
 #[derive(Debug)]
@@ -98,12 +177,16 @@ pub struct App {
     /// The qlock state machine, under a qlock workload: it executes the
     /// requests and its state digest is the application digest.
     pub machine: Option<qlock::StateMachine>,
+    /// The lockchain builder.
+    pub pulses: Pulses,
 }
 
 impl App {
-    /// An empty application: the hash chain, or qlock if `qlock`.
-    pub fn new(qlock: bool) -> App {
+    /// An empty application: the hash chain, or qlock if `qlock`; its
+    /// pulses close every `interval` seqs.
+    pub fn new(qlock: bool, cluster: ClusterId, interval: u64) -> App {
         App {
+            pulses: Pulses::new(cluster, interval),
             head: Digest::ZERO,
             last_seq: SeqNum(0),
             last_time: HlcTimestamp::default(),
@@ -115,6 +198,11 @@ impl App {
     /// Applies a batch whose payloads are in `payloads`; returns the
     /// requests executed for the first time and, under qlock, what the
     /// state machine produced. The caller checked the payloads are there.
+    ///
+    /// The batch's receipts go into the lockchain: qlock's receipts under
+    /// a qlock workload; for the hash chain, one receipt per request
+    /// executed for the first time, its result the chain head right after
+    /// it (so the receipts commit to the application state too).
     pub fn apply(
         &mut self,
         seq: SeqNum,
@@ -123,10 +211,18 @@ impl App {
         payloads: &BTreeMap<Digest, Request>,
     ) -> (Vec<Digest>, Option<qlock::BatchOutcome>) {
         let mut fresh = Vec::new();
+        let mut receipts = Vec::new();
         for d in digests {
             if self.executed.insert(*d) {
                 self.head = chain(self.head, d.as_bytes());
                 fresh.push(*d);
+                receipts.push(Receipt {
+                    request: *d,
+                    op_index: 0,
+                    seq,
+                    time,
+                    result: Bytes(self.head.as_bytes().to_vec()),
+                });
             }
         }
         let mut stamp = seq.0.to_le_bytes().to_vec();
@@ -145,7 +241,20 @@ impl App {
         if let Some(machine) = &self.machine {
             self.head = machine.state_digest();
         }
+        if let Some(outcome) = &outcome {
+            receipts.clone_from(&outcome.receipts);
+        }
+        self.pulses.executed(seq, time, &receipts, self.head);
         (fresh, outcome)
+    }
+
+    /// What the replica signs as its CHECKPOINT after `seq`: the pulse
+    /// header's digest at a checkpoint seq, else the state digest.
+    pub fn checkpoint_digest(&self, seq: SeqNum) -> Digest {
+        self.pulses
+            .headers
+            .get(&seq)
+            .map_or(self.head, PulseHeader::digest)
     }
 
     /// When the application next needs a batch (qlock's next deadline).
@@ -166,9 +275,9 @@ impl App {
     pub fn replay(
         committed: &BTreeMap<SeqNum, CommittedBatch>,
         payloads: &BTreeMap<Digest, Request>,
-        qlock: bool,
+        blank: App,
     ) -> App {
-        let mut app = App::new(qlock);
+        let mut app = blank;
         for (seq, batch) in committed {
             if *seq != app.last_seq.next() {
                 break;
@@ -186,10 +295,65 @@ impl App {
     }
 }
 
+/// The gossip validation hook (ARCHITECTURE.md step 2 at every hop): a
+/// disseminated payload is a signed client request that decodes within the
+/// limits, names our cluster and carries a valid signature. Its gossip id is
+/// the request digest, so gossip and consensus name payloads alike and
+/// consensus's fetch-by-digest is gossip's.
+#[derive(Clone, Debug)]
+pub struct RequestValidator {
+    cluster: ClusterId,
+    limits: RequestLimits,
+}
+
+impl RequestValidator {
+    /// A validator for `cluster`'s requests within `limits`.
+    pub fn new(cluster: ClusterId, limits: RequestLimits) -> RequestValidator {
+        RequestValidator { cluster, limits }
+    }
+
+    /// Decodes and fully verifies a payload.
+    pub fn check(&self, payload: &[u8]) -> Result<(Digest, Request), Invalid> {
+        let request = Request::decode(payload, &self.limits).map_err(|e| Invalid(e.to_string()))?;
+        let digest = request
+            .verify(self.cluster, &self.limits)
+            .map_err(|e| Invalid(e.to_string()))?;
+        Ok((digest, request))
+    }
+}
+
+impl Validator for RequestValidator {
+    fn message_id(&self, payload: &[u8]) -> Digest {
+        // An undecodable payload keeps the default id; `validate` refuses it.
+        match Request::decode(payload, &self.limits) {
+            Ok(request) => request.digest(),
+            Err(_) => Digest::of(Domain::GossipMessage, payload),
+        }
+    }
+
+    fn validate(&mut self, id: &Digest, payload: &[u8]) -> Result<(), Invalid> {
+        let (digest, _) = self.check(payload)?;
+        if digest != *id {
+            return Err(Invalid("id is not the request digest".into()));
+        }
+        Ok(())
+    }
+}
+
+/// A replica's gossip core.
+pub type Gossip = Plumtree<RequestValidator>;
+
 /// A simulated replica.
 pub struct Node {
     /// The consensus core.
     pub core: Replica,
+    /// The gossip core (volatile: rebuilt empty at a restart).
+    pub gossip: Gossip,
+    /// Counts restarts, so gossip timers of an earlier life are ignored
+    /// (the gossip core never cancels timers).
+    pub incarnation: u64,
+    /// Gossip counters of earlier lives (the core's own reset at a crash).
+    pub gossip_stats_before: gossip::Stats,
     /// Verified request payloads the core has been told of.
     pub mempool: BTreeMap<Digest, Request>,
     /// The disk.
@@ -202,6 +366,8 @@ pub struct Node {
     pub clock_offset: i64,
     /// Whether a disk sync is already scheduled.
     pub sync_scheduled: bool,
+    /// Whether a lockchain fetch is already scheduled.
+    pub lockchain_sync_scheduled: bool,
     /// Whether it is running (false between a crash and its restart).
     pub up: bool,
     /// Its configuration, to restart it.
@@ -209,24 +375,32 @@ pub struct Node {
 }
 
 impl Node {
-    /// A node around `core`.
-    pub fn new(core: Replica, clock_offset: i64, qlock: bool) -> Node {
+    /// A node around `core` and `gossip`.
+    pub fn new(core: Replica, gossip: Gossip, clock_offset: i64, qlock: bool) -> Node {
+        let cluster = core.config().membership.cluster_id();
+        let interval = core.config().checkpoint_interval;
         Node {
             config: core.config().clone(),
             up: true,
             core,
+            gossip,
+            incarnation: 0,
+            gossip_stats_before: gossip::Stats::default(),
             mempool: BTreeMap::new(),
             disk: Disk::default(),
-            app: App::new(qlock),
+            app: App::new(qlock, cluster, interval),
             timers: BTreeMap::new(),
             clock_offset,
             sync_scheduled: false,
+            lockchain_sync_scheduled: false,
         }
     }
 
     /// A crash: everything volatile is gone, and so are unsynced writes.
     pub fn crash(&mut self) {
         self.up = false;
+        let stats = self.gossip_stats();
+        self.gossip_stats_before = stats;
         self.mempool.clear();
         self.timers.clear();
         self.disk.pending.clear();
@@ -234,10 +408,18 @@ impl Node {
     }
 
     /// A restart from the disk: the application replays its committed
-    /// batches, the consensus core recovers from its durable records.
-    pub fn restart(&mut self) {
+    /// batches, the consensus core recovers from its durable records, the
+    /// gossip core starts empty (`gossip`).
+    pub fn restart(&mut self, gossip: Gossip) {
+        self.gossip = gossip;
+        self.incarnation += 1;
         let qlock = self.app.machine.is_some();
-        self.app = App::replay(&self.disk.committed, &self.disk.payloads, qlock);
+        let blank = App::new(
+            qlock,
+            self.config.membership.cluster_id(),
+            self.config.checkpoint_interval,
+        );
+        self.app = App::replay(&self.disk.committed, &self.disk.payloads, blank);
         let state = consensus::RecoveredState {
             records: self.disk.durable.clone(),
             stable: self.disk.stable.clone(),
@@ -246,6 +428,30 @@ impl Node {
         };
         self.core = Replica::restore(self.config.clone(), state).expect("valid config");
         self.up = true;
+    }
+
+    /// Gossip counters over every life of the node.
+    pub fn gossip_stats(&self) -> gossip::Stats {
+        let a = &self.gossip_stats_before;
+        let b = self.gossip.stats();
+        gossip::Stats {
+            gossip_sent: a.gossip_sent + b.gossip_sent,
+            ihave_sent: a.ihave_sent + b.ihave_sent,
+            ihave_ids_sent: a.ihave_ids_sent + b.ihave_ids_sent,
+            graft_sent: a.graft_sent + b.graft_sent,
+            prune_sent: a.prune_sent + b.prune_sent,
+            prune_suppressed: a.prune_suppressed + b.prune_suppressed,
+            fetch_requests_sent: a.fetch_requests_sent + b.fetch_requests_sent,
+            fetch_replies_sent: a.fetch_replies_sent + b.fetch_replies_sent,
+            delivered: a.delivered + b.delivered,
+            duplicates: a.duplicates + b.duplicates,
+            invalid: a.invalid + b.invalid,
+            missing_dropped: a.missing_dropped + b.missing_dropped,
+            missing_expired: a.missing_expired + b.missing_expired,
+            ihave_ids_dropped: a.ihave_ids_dropped + b.ihave_ids_dropped,
+            fetches_failed: a.fetches_failed + b.fetches_failed,
+            answers_refused: a.answers_refused + b.answers_refused,
+        }
     }
 
     /// The node's local reading of virtual time `now`.

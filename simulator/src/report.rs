@@ -55,6 +55,21 @@ pub struct SeedReport {
     pub lock_histories_checked: u64,
     /// Of them, those the search bound cut short.
     pub lock_histories_unknown: u64,
+    /// Gossip counters summed over the replicas (and their lives): eager
+    /// payload pushes, IHAVE messages and ids, GRAFTs, PRUNEs, deliveries,
+    /// duplicates, fetches.
+    pub gossip: BTreeMap<&'static str, u64>,
+    /// Pulses certified: the longest replica lockchain at the end.
+    pub pulses: u64,
+    /// Pulse certificates checked by the end-of-run chain checkers
+    /// (`verify_continuity`), over every replica.
+    pub lockchain_checked: u64,
+    /// Lockchain fetches sent by replicas with a gap in their chain.
+    pub lockchain_fetches: u64,
+    /// Each replica's lockchain length (certified pulses) at the end.
+    pub lockchain_lengths: Vec<u64>,
+    /// Restarts: the replica and its lockchain's length when it restarted.
+    pub restarts: Vec<(usize, u64)>,
 }
 
 impl SeedReport {
@@ -96,6 +111,14 @@ pub struct Summary {
     /// qlock counters summed over the seeds: grants after waiting, wait
     /// timeouts, session expiries, redeliveries, dead letters.
     pub qlock: BTreeMap<&'static str, u64>,
+    /// Gossip counters summed over the seeds.
+    pub gossip: BTreeMap<&'static str, u64>,
+    /// Pulses certified, summed over the seeds.
+    pub pulses: u64,
+    /// Pulse certificates checked in replica chains.
+    pub lockchain_checked: u64,
+    /// Lockchain fetches.
+    pub lockchain_fetches: u64,
 }
 
 impl Summary {
@@ -113,11 +136,17 @@ impl Summary {
         self.view_changes += r.view_changes;
         self.catch_up_batches += r.catch_up_batches;
         self.messages += r.messages;
+        self.pulses += r.pulses;
+        self.lockchain_checked += r.lockchain_checked;
+        self.lockchain_fetches += r.lockchain_fetches;
         for (k, v) in &r.faults {
             *self.faults.entry(k).or_default() += v;
         }
         for (k, v) in &r.rejections {
             *self.rejections.entry(k).or_default() += v;
+        }
+        for (k, v) in &r.gossip {
+            *self.gossip.entry(k).or_default() += v;
         }
         for (k, v) in &r.op_counts {
             *self.op_counts.entry(k).or_default() += v;
@@ -153,6 +182,10 @@ impl Summary {
             "rejections": self.rejections,
             "ops": self.op_counts,
             "qlock": self.qlock,
+            "gossip": self.gossip,
+            "pulses": self.pulses,
+            "lockchain_checked": self.lockchain_checked,
+            "lockchain_fetches": self.lockchain_fetches,
         })
     }
 }

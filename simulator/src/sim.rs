@@ -9,8 +9,8 @@ use crate::workload::QlockClient;
 use consensus::{CommittedBatch, Config, Input, Message, Output, Replica, TimerKind, WireMessage};
 use primitives::digest::Hasher;
 use primitives::{
-    codec, ClusterId, Digest, Domain, HlcTimestamp, KeyPair, Membership, ReplicaId, Request,
-    RequestLimits, SeqNum,
+    codec, ClusterId, Digest, Domain, HlcTimestamp, KeyPair, Membership, PulseNumber, ReplicaId,
+    Request, RequestLimits, SeqNum,
 };
 use qlock::Op;
 use rand::{Rng, SeedableRng};
@@ -31,12 +31,14 @@ const CLIENT_RETRY_MICROS: u64 = 400_000;
 enum NetMsg {
     /// An encoded consensus [`WireMessage`].
     Consensus(Vec<u8>),
-    /// A client request (from a client, or disseminated by a gateway).
+    /// A client request, from the client to its gateway replica.
     Request(Box<Request>),
-    /// Asks for payloads by digest.
-    FetchPayloads(Vec<Digest>),
-    /// Payloads served.
-    Payloads(Vec<Request>),
+    /// An encoded [`gossip::Message`] between two replicas' gossip cores.
+    Gossip(Vec<u8>),
+    /// Asks for the lockchain's pulses `first..=last`.
+    FetchPulses(PulseNumber, PulseNumber),
+    /// Pulse certificates served.
+    Pulses(Vec<lockchain::PulseCertificate>),
     /// Asks for committed batches `first..=last`.
     FetchCommitted(SeqNum, SeqNum),
     /// Committed batches served.
@@ -58,7 +60,13 @@ enum Event {
     Sync {
         node: usize,
     },
+    GossipTimer {
+        node: usize,
+        incarnation: u64,
+        timer: gossip::Timer,
+    },
     ClientTick(usize),
+    LockchainSync(usize),
     Partition(Option<Vec<bool>>),
     Heal,
     Crash(usize),
@@ -87,6 +95,7 @@ pub struct Sim {
     cluster: ClusterId,
     limits: RequestLimits,
     message_bytes_max: usize,
+    gossip_config: gossip::Config,
     nodes: Vec<Node>,
     clients: Vec<Client>,
     partition: Option<Vec<bool>>,
@@ -99,10 +108,42 @@ pub struct Sim {
     seen_committed: BTreeSet<Digest>,
     agreed: BTreeMap<SeqNum, (usize, Digest, HlcTimestamp, Digest)>,
     checkpoints: BTreeMap<SeqNum, Digest>,
+    /// Checks pulse certificates and chains.
+    verifier: lockchain::Verifier,
+    /// The first stored header digest of every pulse, and who stored it.
+    pulse_headers: BTreeMap<PulseNumber, (usize, Digest)>,
+    /// Restarts: the replica and its lockchain's length then.
+    restarts: Vec<(usize, u64)>,
     checks: checkers::Checks,
     report: SeedReport,
     trace: Hasher,
     observed: observe::Observed,
+}
+
+/// The gossip configuration: the defaults (the ones qlockd runs with), the
+/// overlay seeded from the cluster id so every replica computes the same.
+pub fn gossip_config(cluster: ClusterId) -> gossip::Config {
+    let mut seed = [0u8; 8];
+    seed.copy_from_slice(&cluster.0.as_bytes()[..8]);
+    gossip::Config {
+        overlay_seed: u64::from_le_bytes(seed),
+        ..gossip::Config::default()
+    }
+}
+
+/// A fresh gossip core for replica `i`, its randomness drawn from the run's
+/// generator.
+fn new_gossip(
+    i: usize,
+    n: usize,
+    config: &gossip::Config,
+    cluster: ClusterId,
+    limits: &RequestLimits,
+    rng: &mut ChaCha8Rng,
+) -> crate::node::Gossip {
+    let validator = crate::node::RequestValidator::new(cluster, *limits);
+    let rng = ChaCha8Rng::seed_from_u64(rng.gen());
+    gossip::Plumtree::new(ReplicaId(i as u16), n, config.clone(), validator, rng)
 }
 
 /// The consensus configuration the simulator runs with: small intervals,
@@ -133,6 +174,8 @@ impl Sim {
         let membership =
             Membership::new("sim", keys.iter().map(KeyPair::public).collect()).expect("sim keys");
         let cluster = membership.cluster_id();
+        let gossip_config = gossip_config(cluster);
+        let limits = RequestLimits::default();
         let mut nodes = Vec::new();
         let mut message_bytes_max = 0;
         for (i, key) in keys.into_iter().enumerate() {
@@ -148,7 +191,8 @@ impl Sim {
                 0
             };
             let core = Replica::new(cfg).expect("valid sim config");
-            nodes.push(Node::new(core, offset, opts.workload.is_qlock()));
+            let gossip = new_gossip(i, opts.replicas, &gossip_config, cluster, &limits, &mut rng);
+            nodes.push(Node::new(core, gossip, offset, opts.workload.is_qlock()));
         }
         let clients = (0..opts.clients)
             .map(|c| Client {
@@ -182,10 +226,11 @@ impl Sim {
             now: START_MICROS,
             order: 0,
             queue: BTreeMap::new(),
-            membership,
+            membership: membership.clone(),
             cluster,
-            limits: RequestLimits::default(),
+            limits,
             message_bytes_max,
+            gossip_config,
             nodes,
             clients,
             partition: None,
@@ -198,6 +243,9 @@ impl Sim {
             seen_committed: BTreeSet::new(),
             agreed: BTreeMap::new(),
             checkpoints: BTreeMap::new(),
+            verifier: lockchain::Verifier::new(membership.clone()),
+            pulse_headers: BTreeMap::new(),
+            restarts: Vec::new(),
             checks: checkers::Checks::default(),
             report,
             trace: Hasher::new(Domain::Test),
@@ -231,6 +279,13 @@ impl Sim {
 
     /// Runs the safety phase, heals, runs the liveness phase, checks.
     pub fn run(mut self) -> SeedReport {
+        self.simulate();
+        self.finish();
+        self.report
+    }
+
+    /// Runs the safety and liveness phases (without the final checks).
+    fn simulate(&mut self) {
         let end_safety = START_MICROS + self.opts.safety_micros;
         let deadline = end_safety + self.opts.liveness_micros;
         for i in 0..self.nodes.len() {
@@ -274,12 +329,10 @@ impl Sim {
             }
             self.now = at;
             self.handle(event);
-            if self.healed && self.done() {
+            if self.healed && self.done() && self.lockchains_settled() {
                 break;
             }
         }
-        self.finish();
-        self.report
     }
 
     fn done(&self) -> bool {
@@ -314,6 +367,26 @@ impl Sim {
             .min()
             .unwrap_or(0);
         self.report.committed_requests = self.seen_committed.len() as u64;
+        for node in &self.nodes {
+            let s = node.gossip_stats();
+            for (k, v) in [
+                ("eager", s.gossip_sent),
+                ("ihave", s.ihave_sent),
+                ("ihave_ids", s.ihave_ids_sent),
+                ("graft", s.graft_sent),
+                ("prune", s.prune_sent),
+                ("prune_suppressed", s.prune_suppressed),
+                ("delivered", s.delivered),
+                ("duplicates", s.duplicates),
+                ("invalid", s.invalid),
+                ("fetch_requests", s.fetch_requests_sent),
+                ("fetch_replies", s.fetch_replies_sent),
+                ("fetches_failed", s.fetches_failed),
+                ("missing_expired", s.missing_expired),
+            ] {
+                *self.report.gossip.entry(k).or_default() += v;
+            }
+        }
         if !self.done() {
             let n = self.nodes.len();
             let pending: Vec<String> = self
@@ -334,6 +407,7 @@ impl Sim {
             }
         }
         self.finish_checks();
+        self.finish_lockchain();
         self.report.trace_digest = self.trace.finalize().to_hex();
     }
 
@@ -352,7 +426,18 @@ impl Sim {
                 }
             }
             Event::Sync { node } => self.sync(node),
+            Event::GossipTimer {
+                node,
+                incarnation,
+                timer,
+            } => {
+                let n = &self.nodes[node];
+                if n.up && n.incarnation == incarnation {
+                    self.gossip_then_step(node, gossip::InEvent::TimerFired(timer));
+                }
+            }
             Event::ClientTick(c) => self.client_tick(c),
+            Event::LockchainSync(node) => self.lockchain_sync(node),
             Event::Crash(node) => self.crash(node),
             Event::Restart(node) => self.restart(node),
             Event::Partition(groups) => self.start_partition(groups),
@@ -377,6 +462,12 @@ impl Sim {
         self.trace(format!("{} crash {i}", self.now));
         self.count_fault("crash");
         self.nodes[i].crash();
+        // The transport of every other replica sees the connection close.
+        for j in (0..self.nodes.len()).filter(|j| *j != i) {
+            if self.nodes[j].up {
+                self.gossip_then_step(j, gossip::InEvent::PeerDown(ReplicaId(i as u16)));
+            }
+        }
     }
 
     fn restart(&mut self, i: usize) {
@@ -384,9 +475,25 @@ impl Sim {
             return;
         }
         self.trace(format!("{} restart {i}", self.now));
-        self.nodes[i].restart();
+        let n = self.nodes.len();
+        let gossip = new_gossip(
+            i,
+            n,
+            &self.gossip_config,
+            self.cluster,
+            &self.limits,
+            &mut self.rng,
+        );
+        let pulses = self.nodes[i].disk.lockchain.len() as u64;
+        self.restarts.push((i, pulses));
+        self.nodes[i].restart(gossip);
         self.step(i, Input::Start);
         self.report_deadline(i);
+        for j in (0..n).filter(|j| *j != i) {
+            if self.nodes[j].up {
+                self.gossip_then_step(j, gossip::InEvent::PeerUp(ReplicaId(i as u16)));
+            }
+        }
     }
 
     fn start_partition(&mut self, scripted: Option<Vec<bool>>) {
@@ -460,12 +567,13 @@ impl Sim {
                 );
             }
             Output::FetchPayloads { digests, hint } => {
-                let to = if hint.index() == i {
-                    (i + 1) % self.nodes.len()
-                } else {
-                    hint.index()
-                };
-                self.send(Some(i), to, NetMsg::FetchPayloads(digests));
+                // Fetch-by-digest is the gossip core's: it asks the hint
+                // first, then the digest's announcers, then other peers.
+                for id in digests {
+                    let hints = vec![hint];
+                    let inputs = self.gossip(i, gossip::InEvent::Fetch { id, hints });
+                    work.extend(inputs);
+                }
             }
             Output::Release { digests } => {
                 for d in digests {
@@ -545,6 +653,7 @@ impl Sim {
             .collect();
         self.nodes[i].disk.stable = Some((seq, app_digest, signed));
         self.report.stable_checkpoints += 1;
+        self.store_pulse(i, seq, app_digest, &certificate);
         let agreed = *self.checkpoints.entry(seq).or_insert(app_digest);
         if agreed != app_digest {
             self.violation(format!(
@@ -587,4 +696,6 @@ impl Sim {
 
 mod checkers;
 mod drive;
+mod gossip_loop;
+mod lockchain_loop;
 mod observe;

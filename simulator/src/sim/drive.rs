@@ -61,20 +61,16 @@ impl Sim {
                     Err(_) => self.count_rejection("undecodable"),
                 }
             }
-            NetMsg::Request(request) => self.on_request(from, to, *request),
-            NetMsg::FetchPayloads(digests) => {
+            NetMsg::Request(request) => self.on_request(to, *request),
+            NetMsg::Gossip(bytes) => {
                 let Some(from) = from else { return };
-                let node = &self.nodes[to];
-                let found: Vec<Request> = digests
-                    .iter()
-                    .filter_map(|d| node.mempool.get(d).or_else(|| node.disk.payloads.get(d)))
-                    .cloned()
-                    .collect();
-                if !found.is_empty() {
-                    self.send(Some(to), from, NetMsg::Payloads(found));
-                }
+                self.on_gossip_message(from, to, &bytes);
             }
-            NetMsg::Payloads(requests) => self.on_payloads(to, requests),
+            NetMsg::FetchPulses(first, last) => {
+                let Some(from) = from else { return };
+                self.serve_pulses(from, to, first, last);
+            }
+            NetMsg::Pulses(pulses) => self.on_pulses(to, pulses),
             NetMsg::FetchCommitted(first, last) => {
                 let Some(from) = from else { return };
                 let batches: Vec<_> = self.nodes[to]
@@ -98,42 +94,25 @@ impl Sim {
         }
     }
 
-    fn count_rejection(&mut self, name: &'static str) {
+    pub(super) fn count_rejection(&mut self, name: &'static str) {
         *self.report.rejections.entry(name).or_default() += 1;
     }
 
-    /// A request reached replica `to`, from a client (the gateway role:
-    /// verify, admit, disseminate) or from a gateway (verify, admit).
-    fn on_request(&mut self, from: Option<usize>, to: usize, request: Request) {
+    /// A client's request reached replica `to`, its gateway: verify,
+    /// disseminate by gossip, admit.
+    fn on_request(&mut self, to: usize, request: Request) {
         let verdict = verify_many(std::slice::from_ref(&request), self.cluster, &self.limits);
         let Some(Ok(digest)) = verdict.into_iter().next() else {
             return self.count_rejection("invalid_request");
         };
         self.trace(format!("{} request {to} {digest:?}", self.now));
-        if from.is_none() {
-            // The dissemination stand-in: the gateway forwards to everyone.
-            for j in (0..self.nodes.len()).filter(|j| *j != to) {
-                self.send(Some(to), j, NetMsg::Request(Box::new(request.clone())));
-            }
-        }
+        self.gateway_broadcast(to, &request);
         let node = &mut self.nodes[to];
         if node.app.executed.contains(&digest) || node.mempool.contains_key(&digest) {
             return;
         }
         node.mempool.insert(digest, request);
         self.step(to, Input::RequestReady { digest });
-    }
-
-    fn on_payloads(&mut self, to: usize, requests: Vec<Request>) {
-        let verdicts = verify_many(&requests, self.cluster, &self.limits);
-        for (request, verdict) in requests.into_iter().zip(verdicts) {
-            let digest = request.digest();
-            let valid = verdict.is_ok();
-            if valid && !self.nodes[to].mempool.contains_key(&digest) {
-                self.nodes[to].mempool.insert(digest, request);
-            }
-            self.step(to, Input::PayloadFetched { digest, valid });
-        }
     }
 
     pub(super) fn client_tick(&mut self, c: usize) {
@@ -260,9 +239,12 @@ impl Sim {
         self.check_certificate(i, &batch);
         self.report.batches = self.report.batches.max(batch.seq.0);
         self.trace(format!("{} exec {i} {:?} {head:?}", self.now, batch.seq));
+        // At a checkpoint seq, the pulse header's digest (what the
+        // CHECKPOINT signs); the state digest otherwise.
+        let app_digest = self.nodes[i].app.checkpoint_digest(batch.seq);
         work.push_back(Input::Executed {
             seq: batch.seq,
-            app_digest: head,
+            app_digest,
         });
         work.extend(self.next_deadline(i));
     }
