@@ -1,9 +1,170 @@
 //! `qlockd`, the QLOCK replica binary.
 //!
+//! - `qlockd --config FILE [--log-json]`: run a replica;
+//! - `qlockd keygen --out FILE`: write a new key (mode 0600), print its
+//!   public half;
+//! - `qlockd init-cluster --replicas N --dir D [--base-port P]`: write a
+//!   local cluster's keys, configs and `cluster.toml`.
+//!
 //! The only place that does IO: it wires the sans-IO cores to libp2p,
 //! RocksDB (through `storage`), the clock and the client API.
 
-fn main() {
-    eprintln!("qlockd: the replica binary is not built yet (see issue 10)");
-    std::process::exit(2);
+use clap::{Parser, Subcommand};
+use node::api::{self, ApiContext};
+use node::config::{init_cluster, Config, DEFAULT_BASE_PORT};
+use node::telemetry::{self, ApiMetrics};
+use primitives::KeyPair;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Debug, Parser)]
+#[command(name = "qlockd", version, about = "The QLOCK replica")]
+struct Cli {
+    /// The replica's configuration file (run mode).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Log JSON lines instead of human-readable text.
+    #[arg(long)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Writes a new ed25519 key (mode 0600) and prints its public key hex.
+    Keygen {
+        /// Where to write it (must not exist).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Writes a local cluster on 127.0.0.1: replica-i.key, replica-i.toml
+    /// and cluster.toml (for clients).
+    InitCluster {
+        /// How many replicas.
+        #[arg(long)]
+        replicas: usize,
+        /// The directory to write into.
+        #[arg(long)]
+        dir: PathBuf,
+        /// libp2p ports are base+i, client ports base+100+i, HTTP base+200+i.
+        #[arg(long, default_value_t = DEFAULT_BASE_PORT)]
+        base_port: u16,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Keygen { out }) => keygen(&out),
+        Some(Command::InitCluster {
+            replicas,
+            dir,
+            base_port,
+        }) => init(&dir, replicas, base_port),
+        None => match cli.config {
+            Some(config) => run(&config, cli.log_json),
+            None => Err("nothing to do: pass --config FILE, or a subcommand (see --help)".into()),
+        },
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("qlockd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn keygen(out: &Path) -> Result<(), String> {
+    let key = KeyPair::generate(&mut rand::rngs::OsRng);
+    key.save(out).map_err(|e| e.to_string())?;
+    println!("{}", key.public().to_hex());
+    Ok(())
+}
+
+fn init(dir: &Path, replicas: usize, base_port: u16) -> Result<(), String> {
+    let written = init_cluster(dir, replicas, base_port, &mut rand::rngs::OsRng)
+        .map_err(|e| e.to_string())?;
+    for (i, (config, key)) in written.configs.iter().zip(&written.public_keys).enumerate() {
+        println!("replica {i}: {} (public key {key})", config.display());
+    }
+    println!("clients: {}", written.cluster_file.display());
+    Ok(())
+}
+
+fn run(path: &Path, log_json: bool) -> Result<(), String> {
+    telemetry::init_logging(log_json)?;
+    let config = Config::load(path).map_err(|e| e.to_string())?;
+    let key = config.load_key(path).map_err(|e| e.to_string())?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("qlockd")
+        .build()
+        .map_err(|e| format!("tokio runtime: {e}"))?;
+    runtime.block_on(serve(config, key))
+}
+
+async fn serve(config: Config, key: KeyPair) -> Result<(), String> {
+    let mut registry = telemetry::new_registry();
+    let api_metrics = ApiMetrics::default();
+    api_metrics.register(&mut registry);
+    let (handle, replica) = node::replica::spawn(config.runtime_config(key), &mut registry)
+        .map_err(|e| format!("replica: {e}"))?;
+    let registry = Arc::new(registry);
+    let ctx = ApiContext::new(
+        handle,
+        config.cluster_id(),
+        config.limits.clone(),
+        config.timeouts.clone(),
+        api_metrics,
+    );
+    let tcp = api::tcp::serve(config.client_listen, ctx.clone())
+        .await
+        .map_err(|e| format!("client_listen {}: {e}", config.client_listen))?;
+    let http = api::http::serve(config.http_listen, ctx.clone(), registry)
+        .await
+        .map_err(|e| format!("http_listen {}: {e}", config.http_listen))?;
+    tracing::info!(
+        replica = config.replica.0,
+        cluster = %config.cluster_id(),
+        client = %tcp.local_addr,
+        http = %http.local_addr,
+        "qlockd serving"
+    );
+    let signal = shutdown_signal().await;
+    tracing::info!(signal, "stopping: no new connections or requests");
+    ctx.shut_down();
+    // The servers wait (up to timeouts.shutdown_ms) for answers in flight.
+    let _ = tcp.task.await;
+    let _ = http.task.await;
+    drop(ctx);
+    // Finishes the batch in flight and syncs the store.
+    replica.stop().await.map_err(|e| format!("replica: {e}"))?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C, naming which.
+async fn shutdown_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = tokio::signal::ctrl_c() => "SIGINT",
+            },
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "SIGINT"
+    }
 }

@@ -1,0 +1,204 @@
+//! The runtime's Prometheus metrics (prometheus-client). Names follow the
+//! Prometheus conventions: base units, `_total` on counters (added by the
+//! client library), histograms for latencies.
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+type Reason = [(&'static str, &'static str); 1];
+
+/// Every metric of the replica runtime. Shared handles: cloning is cheap.
+#[derive(Clone, Debug)]
+pub struct RuntimeMetrics {
+    /// Batches executed.
+    pub committed_batches: Counter,
+    /// Requests executed.
+    pub committed_requests: Counter,
+    /// The current view.
+    pub view: Gauge,
+    /// Views installed since start.
+    pub view_changes: Counter,
+    /// Requests held in the mempool.
+    pub mempool_requests: Gauge,
+    /// Inputs refused, by reason (consensus rejections, full queues, bad
+    /// peer messages, ...).
+    pub rejected_inputs: Family<Reason, Counter>,
+    /// Latency of one grouped storage commit (write + fsync).
+    pub fsync_seconds: Histogram,
+    /// From a submit reaching the loop to its certified reply.
+    pub commit_latency_seconds: Histogram,
+    /// State transfers (catch-up by committed batches or snapshot).
+    pub state_transfers: Counter,
+    /// Pulses made stable (quorum certificates stored).
+    pub pulses: Counter,
+    /// Live sessions of the state machine.
+    pub sessions: Gauge,
+    /// Lock entries (held or waited on).
+    pub locks: Gauge,
+    /// Waiting acquires.
+    pub waiters: Gauge,
+    /// Queue messages held (ready and claimed).
+    pub queue_messages: Gauge,
+    /// Replies answered to submitters.
+    pub replies: Counter,
+    /// Submits answered with a timeout.
+    pub reply_timeouts: Counter,
+    /// Events pushed to subscribers.
+    pub events: Counter,
+    /// Events dropped because a subscriber was full.
+    pub events_dropped: Counter,
+    /// The last executed seq.
+    pub last_executed: Gauge,
+    /// Plumtree activity by kind (eager pushes, IHAVEs, GRAFTs, PRUNEs,
+    /// deliveries, duplicates, invalid payloads, fetches, refused sends).
+    pub gossip: Family<Kind, Counter>,
+}
+
+type Kind = [(&'static str, &'static str); 1];
+
+impl Default for RuntimeMetrics {
+    fn default() -> Self {
+        RuntimeMetrics {
+            committed_batches: Counter::default(),
+            committed_requests: Counter::default(),
+            view: Gauge::default(),
+            view_changes: Counter::default(),
+            mempool_requests: Gauge::default(),
+            rejected_inputs: Family::default(),
+            // 50 µs .. ~1.6 s.
+            fsync_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
+            // 100 µs .. ~3.3 s.
+            commit_latency_seconds: Histogram::new(exponential_buckets(0.000_1, 2.0, 16)),
+            state_transfers: Counter::default(),
+            pulses: Counter::default(),
+            sessions: Gauge::default(),
+            locks: Gauge::default(),
+            waiters: Gauge::default(),
+            queue_messages: Gauge::default(),
+            replies: Counter::default(),
+            reply_timeouts: Counter::default(),
+            events: Counter::default(),
+            events_dropped: Counter::default(),
+            last_executed: Gauge::default(),
+            gossip: Family::default(),
+        }
+    }
+}
+
+impl RuntimeMetrics {
+    /// Counts one refused input.
+    pub fn reject(&self, reason: &'static str) {
+        self.rejected_inputs
+            .get_or_create(&[("reason", reason)])
+            .inc();
+    }
+
+    /// The count of refusals for `reason` (tests and status).
+    pub fn rejected(&self, reason: &'static str) -> u64 {
+        self.rejected_inputs
+            .get_or_create(&[("reason", reason)])
+            .get()
+    }
+
+    /// Raises the gossip counter `kind` to the cumulative `value` (the
+    /// gossip core keeps cumulative statistics; counters only move up).
+    pub fn gossip_to(&self, kind: &'static str, value: u64) {
+        let c = self.gossip.get_or_create(&[("kind", kind)]);
+        let now = c.get();
+        if value > now {
+            c.inc_by(value - now);
+        }
+    }
+
+    /// Registers every metric under `registry` with the `qlock_` names.
+    pub fn register(&self, registry: &mut Registry) {
+        let r = registry;
+        r.register(
+            "qlock_committed_batches",
+            "Batches executed",
+            self.committed_batches.clone(),
+        );
+        r.register(
+            "qlock_committed_requests",
+            "Requests executed",
+            self.committed_requests.clone(),
+        );
+        r.register("qlock_view", "The current PBFT view", self.view.clone());
+        r.register(
+            "qlock_view_changes",
+            "Views installed",
+            self.view_changes.clone(),
+        );
+        r.register(
+            "qlock_mempool_requests",
+            "Requests in the mempool",
+            self.mempool_requests.clone(),
+        );
+        r.register(
+            "qlock_rejected_inputs",
+            "Inputs refused, by reason",
+            self.rejected_inputs.clone(),
+        );
+        r.register(
+            "qlock_fsync_seconds",
+            "Latency of one grouped storage commit with its sync",
+            self.fsync_seconds.clone(),
+        );
+        r.register(
+            "qlock_commit_latency_seconds",
+            "From submit to certified reply",
+            self.commit_latency_seconds.clone(),
+        );
+        r.register(
+            "qlock_state_transfers",
+            "State transfers",
+            self.state_transfers.clone(),
+        );
+        r.register("qlock_pulses", "Pulses made stable", self.pulses.clone());
+        r.register("qlock_sessions", "Live sessions", self.sessions.clone());
+        r.register(
+            "qlock_locks",
+            "Lock entries held or waited on",
+            self.locks.clone(),
+        );
+        r.register("qlock_waiters", "Waiting acquires", self.waiters.clone());
+        r.register(
+            "qlock_queue_messages",
+            "Queue messages held (ready and claimed)",
+            self.queue_messages.clone(),
+        );
+        r.register(
+            "qlock_replies",
+            "Certified replies answered",
+            self.replies.clone(),
+        );
+        r.register(
+            "qlock_reply_timeouts",
+            "Submits answered with a timeout",
+            self.reply_timeouts.clone(),
+        );
+        r.register(
+            "qlock_events",
+            "Events pushed to subscribers",
+            self.events.clone(),
+        );
+        r.register(
+            "qlock_events_dropped",
+            "Events dropped because the subscriber was full",
+            self.events_dropped.clone(),
+        );
+        r.register(
+            "qlock_gossip_messages",
+            "Plumtree activity by kind",
+            self.gossip.clone(),
+        );
+        r.register(
+            "qlock_last_executed_seq",
+            "The last executed seq",
+            self.last_executed.clone(),
+        );
+    }
+}
