@@ -46,6 +46,15 @@ pub struct Config {
     /// Committed batches fetched (and buffered) ahead of execution while
     /// catching up.
     pub catch_up_batches_max: u64,
+    /// Status ticks without execution progress, while a certified
+    /// checkpoint above our state is known, before asking the driver for a
+    /// state transfer (the peers may have collected the log we need); the
+    /// request is repeated every as many ticks while it stays so.
+    pub state_transfer_after_ticks: u32,
+    /// Own checkpoints kept below the low watermark while their quorum
+    /// certificate is still missing (a later checkpoint became stable
+    /// first), so every pulse still gets its certificate.
+    pub orphan_checkpoints_max: usize,
     /// TEST ONLY: a deliberately broken protocol rule, so the simulator
     /// can prove its checkers catch it (issue 5, mutation checks). Always
     /// [`Mutation::None`] outside tests: [`Config::new`] sets it, no
@@ -142,6 +151,8 @@ impl Config {
             checkpoint_votes_per_peer_max: 8,
             retransmit_slots_max: 32,
             catch_up_batches_max: 64,
+            state_transfer_after_ticks: 3,
+            orphan_checkpoints_max: 8,
             mutation: Mutation::None,
         }
     }
@@ -175,6 +186,10 @@ impl Config {
                 "checkpoint_votes_per_peer_max < 2",
             ),
             (self.catch_up_batches_max == 0, "catch_up_batches_max is 0"),
+            (
+                self.state_transfer_after_ticks == 0,
+                "state_transfer_after_ticks is 0",
+            ),
         ];
         match checks.iter().find(|(bad, _)| *bad) {
             Some((_, why)) => Err(ConfigError::Invalid(why)),

@@ -75,6 +75,18 @@ pub enum Input {
         /// The deadline.
         at: Option<HlcTimestamp>,
     },
+    /// The driver installed the application state certified at checkpoint
+    /// `seq` ([`Output::FetchState`]): snapshot fetched, every chunk checked
+    /// against the certified digest. The replica continues from there.
+    StateInstalled {
+        /// The checkpoint.
+        seq: SeqNum,
+        /// Its certified application digest.
+        app_digest: Digest,
+        /// The effective time of batch `seq` (the next batch's effective
+        /// time is above it).
+        time: HlcTimestamp,
+    },
     /// A committed batch asked for with [`Output::FetchCommitted`].
     CommittedBatch {
         /// The peer that served it.
@@ -182,6 +194,28 @@ pub enum Output {
     },
     /// Execute a committed batch.
     Execute(ExecuteBatch),
+    /// This replica is behind a certified checkpoint and cannot catch up
+    /// batch by batch: fetch the application state certified at `seq`
+    /// (chunked, each chunk checked against `app_digest`) from peers,
+    /// install it, then answer [`Input::StateInstalled`]. Repeated while the
+    /// replica stays behind; a newer request supersedes an older one.
+    FetchState {
+        /// The checkpoint.
+        seq: SeqNum,
+        /// The application digest a quorum certified there.
+        app_digest: Digest,
+    },
+    /// A checkpoint below the stable one got its quorum certificate late
+    /// (a later checkpoint became stable first). Nothing changes for
+    /// consensus; the certificate is that pulse's quorum certificate.
+    CheckpointCertified {
+        /// The checkpoint.
+        seq: SeqNum,
+        /// The application digest a quorum signed.
+        app_digest: Digest,
+        /// `(signer, CheckpointStatement signature)`, a quorum of them.
+        certificate: Vec<(ReplicaId, Signature)>,
+    },
     /// A checkpoint became stable: the log below it is gone. The
     /// certificate is the pulse's quorum certificate.
     StableCheckpoint {

@@ -71,6 +71,10 @@ pub enum Rejection {
     /// A NEW-VIEW whose view changes or re-proposals do not check out.
     #[error("invalid new view")]
     InvalidNewView,
+    /// The driver reported a state transfer to a checkpoint this replica
+    /// holds no quorum certificate for (or whose digest differs).
+    #[error("state installed without a matching certified checkpoint")]
+    StateUncertified,
 }
 
 impl Rejection {
@@ -99,6 +103,7 @@ impl Rejection {
             Rejection::ExecutedOutOfOrder => "executed_out_of_order",
             Rejection::InvalidViewChange => "invalid_view_change",
             Rejection::InvalidNewView => "invalid_new_view",
+            Rejection::StateUncertified => "state_uncertified",
         }
     }
 }

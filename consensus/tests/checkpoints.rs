@@ -213,3 +213,40 @@ fn a_forged_commit_certificate_is_refused() {
         }]
     ));
 }
+
+#[test]
+fn a_checkpoint_skipped_by_a_later_stable_one_still_gets_its_certificate() {
+    // Every CHECKPOINT for seq 4 is lost, so 8 becomes stable first (§4.3
+    // lets a later checkpoint supersede). The pulse at 4 must still get a
+    // quorum certificate: the replicas keep their own vote for it as an
+    // orphan and send it again each status tick.
+    let mut c = Cluster::new(4);
+    c.drop_if = |m| {
+        matches!(m, WireMessage::Signed(s)
+            if matches!(&s.message, Message::Checkpoint(cp) if cp.seq == SeqNum(4)))
+    };
+    c.submit((0..32).map(request));
+    c.run(40);
+    assert_eq!(c.replicas[0].low_watermark(), SeqNum(8));
+    assert!(stable_checkpoints(&c, 0).iter().all(|s| s.0 != SeqNum(4)));
+    c.drop_if = |_| false;
+    c.run(40);
+    for i in 0..4 {
+        let late: Vec<_> = c.outputs[i]
+            .iter()
+            .filter_map(|o| match o {
+                Output::CheckpointCertified {
+                    seq,
+                    app_digest,
+                    certificate,
+                } => Some((*seq, *app_digest, certificate.len())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(late.len(), 1, "replica {i}: {late:?}");
+        let (seq, digest, signers) = late[0];
+        assert_eq!(seq, SeqNum(4));
+        assert_eq!(digest, c.app_at[i][&SeqNum(4)], "its own digest");
+        assert!(signers >= 3, "a quorum of signers");
+    }
+}

@@ -70,6 +70,8 @@ pub struct SeedReport {
     pub lockchain_lengths: Vec<u64>,
     /// Restarts: the replica and its lockchain's length when it restarted.
     pub restarts: Vec<(usize, u64)>,
+    /// Pulse certificates that formed after a later checkpoint was stable.
+    pub late_certificates: u64,
 }
 
 impl SeedReport {
@@ -119,6 +121,8 @@ pub struct Summary {
     pub lockchain_checked: u64,
     /// Lockchain fetches.
     pub lockchain_fetches: u64,
+    /// Pulse certificates that formed late, summed over the seeds.
+    pub late_certificates: u64,
 }
 
 impl Summary {
@@ -139,6 +143,7 @@ impl Summary {
         self.pulses += r.pulses;
         self.lockchain_checked += r.lockchain_checked;
         self.lockchain_fetches += r.lockchain_fetches;
+        self.late_certificates += r.late_certificates;
         for (k, v) in &r.faults {
             *self.faults.entry(k).or_default() += v;
         }
@@ -186,6 +191,7 @@ impl Summary {
             "pulses": self.pulses,
             "lockchain_checked": self.lockchain_checked,
             "lockchain_fetches": self.lockchain_fetches,
+            "late_certificates": self.late_certificates,
         })
     }
 }

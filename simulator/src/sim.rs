@@ -589,6 +589,18 @@ impl Sim {
                 app_digest,
                 certificate,
             } => self.stable_checkpoint(i, seq, app_digest, certificate),
+            Output::CheckpointCertified {
+                seq,
+                app_digest,
+                certificate,
+            } => {
+                self.report.late_certificates += 1;
+                self.store_pulse(i, seq, app_digest, &certificate);
+            }
+            Output::FetchState { .. } => {
+                // The simulated disk keeps every committed batch, so
+                // catch-up by batches always succeeds here.
+            }
             Output::StateDiverged { seq, .. } => {
                 self.violation(format!(
                     "replica {i} diverged from the certified state at {seq:?}"

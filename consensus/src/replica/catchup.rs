@@ -27,8 +27,12 @@ impl Replica {
         self.refetch_payloads();
         if self.last_executed == self.executed_at_last_tick {
             self.fetch_committed();
+            self.maybe_fetch_state();
+        } else {
+            self.stalled_ticks = 0;
         }
         self.executed_at_last_tick = self.last_executed;
+        self.resend_orphan_votes();
         self.check_progress();
         let at = self.now + self.cfg.status_interval_micros;
         self.set_timer(TimerKind::Status, at);

@@ -3,7 +3,7 @@
 //! CHECKPOINTs makes it stable, the log below it is discarded and the
 //! watermarks move.
 
-use super::Replica;
+use super::{Orphan, Replica};
 use crate::io::Output;
 use crate::message::{Checkpoint, Message, SignedMessage};
 use crate::reject::Rejection;
@@ -39,7 +39,7 @@ impl Replica {
             return self.reject(Some(from), Rejection::CheckpointMisaligned);
         }
         if c.seq <= self.low {
-            return self.reject(Some(from), Rejection::Stale);
+            return self.on_orphan_vote(from, c, signed);
         }
         let held = self.checkpoints.get(&c.seq).and_then(|v| v.get(&from));
         if let Some(held) = held {
@@ -85,7 +85,7 @@ impl Replica {
     }
 
     /// The digest a quorum signed at `seq`, with its signers.
-    fn certified(&self, seq: SeqNum) -> Option<(Digest, Vec<SignedMessage>)> {
+    pub(super) fn certified(&self, seq: SeqNum) -> Option<(Digest, Vec<SignedMessage>)> {
         let votes = self.checkpoints.get(&seq)?;
         let mut by_digest: BTreeMap<Digest, Vec<SignedMessage>> = BTreeMap::new();
         for signed in votes.values() {
@@ -127,7 +127,14 @@ impl Replica {
 
     /// `seq` is stable: discard the log, checkpoints and payload pins at or
     /// below it and move the low watermark (§4.3).
-    fn make_stable(&mut self, seq: SeqNum, digest: Digest, certificate: Vec<SignedMessage>) {
+    pub(super) fn make_stable(
+        &mut self,
+        seq: SeqNum,
+        digest: Digest,
+        certificate: Vec<SignedMessage>,
+    ) {
+        assert!(seq > self.low, "stable checkpoints only move forward");
+        self.adopt_orphans(seq);
         self.low = seq;
         self.next_seq = self.next_seq.max(seq);
         let keep = self.log.split_off(&seq.next());
@@ -154,5 +161,82 @@ impl Replica {
             certificate: signatures,
         });
         self.try_propose();
+    }
+
+    /// Own checkpoints below `seq` (about to become stable) never got
+    /// their quorum: keep collecting votes for them, so their pulses still
+    /// get certificates (a lockchain without gaps).
+    fn adopt_orphans(&mut self, seq: SeqNum) {
+        let skipped: Vec<(SeqNum, Digest)> = self
+            .own_checkpoints
+            .range(..seq)
+            .map(|(s, d)| (*s, *d))
+            .collect();
+        for (s, digest) in skipped {
+            let votes = self
+                .checkpoints
+                .get(&s)
+                .map(|v| {
+                    v.iter()
+                        .filter(|(_, m)| {
+                            matches!(&m.message, Message::Checkpoint(c) if c.app_digest == digest)
+                        })
+                        .map(|(r, m)| (*r, m.clone()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            self.orphans.insert(s, Orphan { digest, votes });
+        }
+        while self.orphans.len() > self.cfg.orphan_checkpoints_max {
+            self.orphans.pop_first();
+        }
+    }
+
+    /// A CHECKPOINT at or below the low watermark: a vote for an orphan,
+    /// or stale.
+    fn on_orphan_vote(&mut self, from: ReplicaId, c: Checkpoint, signed: SignedMessage) {
+        let Some(orphan) = self.orphans.get(&c.seq) else {
+            return self.reject(Some(from), Rejection::Stale);
+        };
+        if orphan.votes.contains_key(&from) {
+            return self.reject(Some(from), Rejection::Duplicate);
+        }
+        if orphan.digest != c.app_digest {
+            return self.reject(Some(from), Rejection::ConflictingCheckpoint);
+        }
+        if !self.verify(from, &signed) {
+            return;
+        }
+        let quorum = self.quorum();
+        let orphan = self.orphans.get_mut(&c.seq).expect("checked");
+        orphan.votes.insert(from, signed);
+        if orphan.votes.len() < quorum {
+            return;
+        }
+        let orphan = self.orphans.remove(&c.seq).expect("checked");
+        let certificate = orphan
+            .votes
+            .into_iter()
+            .map(|(r, m)| (r, m.signature))
+            .collect();
+        self.out.push(Output::CheckpointCertified {
+            seq: c.seq,
+            app_digest: orphan.digest,
+            certificate,
+        });
+    }
+
+    /// Each status tick: our own votes for orphans go out again (a lost
+    /// CHECKPOINT is otherwise never resent once a later one is stable).
+    pub(super) fn resend_orphan_votes(&mut self) {
+        let id = self.cfg.id;
+        let own: Vec<SignedMessage> = self
+            .orphans
+            .values()
+            .filter_map(|o| o.votes.get(&id).cloned())
+            .collect();
+        for signed in own {
+            self.broadcast(signed);
+        }
     }
 }

@@ -10,6 +10,7 @@ mod checkpoint;
 mod normal;
 mod payloads;
 mod recovery;
+mod state_transfer;
 mod view_change;
 
 pub use recovery::RecoveredState;
@@ -137,6 +138,20 @@ pub struct Replica {
     ticks: u64,
     /// Checkpoint seqs whose divergence was already reported.
     diverged_reported: SeqNum,
+    /// Consecutive status ticks without execution progress while behind a
+    /// certified checkpoint.
+    stalled_ticks: u32,
+    /// Own checkpoints at or below `low` still waiting for their quorum
+    /// certificate (bounded by `orphan_checkpoints_max`).
+    orphans: BTreeMap<SeqNum, Orphan>,
+}
+
+/// An own checkpoint skipped by a later stable one, still collecting
+/// matching votes so its pulse gets a certificate.
+#[derive(Debug)]
+struct Orphan {
+    digest: Digest,
+    votes: BTreeMap<ReplicaId, SignedMessage>,
 }
 
 impl Replica {
@@ -179,6 +194,8 @@ impl Replica {
             executed_at_last_tick: SeqNum(0),
             ticks: 0,
             diverged_reported: SeqNum(0),
+            stalled_ticks: 0,
+            orphans: BTreeMap::new(),
         })
     }
 
@@ -206,6 +223,11 @@ impl Replica {
                 self.try_propose();
             }
             Input::CommittedBatch { from, batch } => self.on_committed_batch(from, batch),
+            Input::StateInstalled {
+                seq,
+                app_digest,
+                time,
+            } => self.on_state_installed(seq, app_digest, time),
         }
         std::mem::take(&mut self.out)
     }

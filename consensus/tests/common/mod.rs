@@ -55,6 +55,16 @@ pub struct Cluster {
     pub auto_ack: bool,
     /// Messages for which this returns true are dropped.
     pub drop_if: fn(&WireMessage) -> bool,
+    /// The application digest after each executed or installed seq.
+    pub app_at: Vec<BTreeMap<SeqNum, Digest>>,
+    /// Replicas serve committed batches only above their stable
+    /// checkpoint, like a store that collected its log.
+    pub gc_log: bool,
+    /// State transfers each replica completed.
+    pub state_transfers: Vec<u64>,
+    /// Requested state transfers, carried out once the current input's
+    /// work is done (as a real driver's transfer completes later).
+    pending_installs: Vec<(usize, SeqNum, Digest)>,
 }
 
 impl Cluster {
@@ -80,6 +90,10 @@ impl Cluster {
             unacked: vec![None; n],
             auto_ack: true,
             drop_if: |_| false,
+            app_at: vec![BTreeMap::new(); n],
+            gc_log: false,
+            state_transfers: vec![0; n],
+            pending_installs: Vec::new(),
         };
         for i in 0..n {
             c.step(i, Input::Start);
@@ -100,6 +114,38 @@ impl Cluster {
                 self.outputs[i].push(o);
             }
         }
+        for (i, seq, digest) in std::mem::take(&mut self.pending_installs) {
+            self.install(i, seq, digest);
+        }
+    }
+
+    /// Installs the state at `seq` from a peer holding it, unless the
+    /// replica got there meanwhile (then the transfer is moot).
+    fn install(&mut self, i: usize, seq: SeqNum, app_digest: Digest) {
+        if self.replicas[i].last_executed() >= seq {
+            return;
+        }
+        let n = self.replicas.len();
+        let Some(j) = (0..n).find(|j| *j != i && self.app_at[*j].get(&seq) == Some(&app_digest))
+        else {
+            return;
+        };
+        let time = self.executed[j]
+            .iter()
+            .find(|b| b.seq == seq)
+            .map(|b| b.time)
+            .expect("a served state was executed");
+        self.app[i] = app_digest;
+        self.app_at[i].insert(seq, app_digest);
+        self.state_transfers[i] += 1;
+        self.step(
+            i,
+            Input::StateInstalled {
+                seq,
+                app_digest,
+                time,
+            },
+        );
     }
 
     fn apply(&mut self, i: usize, o: &Output, work: &mut VecDeque<Input>) {
@@ -138,15 +184,25 @@ impl Cluster {
                     bytes.extend_from_slice(d.as_bytes());
                 }
                 self.app[i] = Digest::of(Domain::Test, &bytes);
+                self.app_at[i].insert(batch.seq, self.app[i]);
                 self.executed[i].push(batch.clone());
                 work.push_back(Input::Executed {
                     seq: batch.seq,
                     app_digest: self.app[i],
                 });
             }
+            Output::FetchState { seq, app_digest } => {
+                // Any peer that holds the certified state at `seq` serves
+                // it (the chunking is the driver's business, not tested
+                // here).
+                self.pending_installs.push((i, *seq, *app_digest));
+            }
             Output::FetchCommitted { from, first, last } => {
+                let low = self.replicas[from.index()].low_watermark();
+                let gc = self.gc_log;
                 let served: Vec<_> = self.executed[from.index()]
                     .iter()
+                    .filter(|b| !gc || b.seq > low)
                     .filter(|b| b.seq >= *first && b.seq <= *last)
                     .map(|b| b.certificate.clone())
                     .collect();

@@ -58,6 +58,9 @@ const GOSSIP_PER_PASS_MAX: usize = 256;
 const HOUSEKEEPING: Duration = Duration::from_millis(50);
 /// Bytes of one snapshot chunk.
 const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
+/// Pulse headers kept while not (yet) certified: at least consensus's
+/// `orphan_checkpoints_max`, so a late certificate finds its header.
+const UNSTABLE_PULSES_MAX: usize = 9;
 /// Pending gossip timers at most.
 const GOSSIP_TIMERS_MAX: usize = 100_000;
 
@@ -991,6 +994,17 @@ impl Runtime {
                 app_digest,
                 certificate,
             } => self.stable_checkpoint(seq, app_digest, certificate),
+            Output::CheckpointCertified {
+                seq,
+                app_digest,
+                certificate,
+            } => self.checkpoint_certified(seq, app_digest, certificate),
+            Output::FetchState { seq, app_digest } => {
+                // Chunked state transfer over the network is not wired yet:
+                // the replica keeps trying catch-up by committed batches.
+                tracing::warn!(seq = seq.0, ?app_digest, "state transfer needed");
+                self.metrics.reject("state_transfer_unsupported");
+            }
             Output::StateDiverged {
                 seq,
                 local,
@@ -1124,7 +1138,7 @@ impl Runtime {
             let snapshot = live.then(|| self.machine.snapshot_chunks(SNAPSHOT_CHUNK_BYTES));
             let roots = std::mem::take(&mut self.chain.roots);
             self.chain.unstable.insert(seq, (header, roots, snapshot));
-            while self.chain.unstable.len() > 4 {
+            while self.chain.unstable.len() > UNSTABLE_PULSES_MAX {
                 self.chain.unstable.pop_first();
             }
             self.chain.previous = header.digest();
@@ -1283,35 +1297,18 @@ impl Runtime {
         app_digest: Digest,
         certificate: Vec<(ReplicaId, primitives::Signature)>,
     ) {
+        // Older headers stay, without their snapshots, for certificates
+        // that form late (`Output::CheckpointCertified`).
+        for (_, entry) in self.chain.unstable.range_mut(..seq) {
+            entry.2 = None;
+        }
         let Some((header, roots, snapshot)) = self.chain.unstable.remove(&seq) else {
             tracing::debug!(seq = seq.0, "stable checkpoint without a local header");
             return;
         };
-        self.chain.unstable = self.chain.unstable.split_off(&seq);
-        if header.digest() != app_digest {
-            tracing::error!(
-                seq = seq.0,
-                "our pulse header differs from the certified one"
-            );
-            self.metrics.reject("pulse_header_mismatch");
+        if !self.store_pulse(header, roots, app_digest, certificate) {
             return;
         }
-        let mut qc = PulseCertificate::new(header);
-        for (replica, signature) in certificate {
-            if qc.add(&self.membership, replica, signature).is_err() {
-                self.metrics.reject("pulse_signature_bad");
-            }
-        }
-        if qc.verify_signatures(&self.membership).is_err() {
-            self.metrics.reject("pulse_certificate_short");
-            return;
-        }
-        let entry = PulseEntry {
-            certificate: qc,
-            receipts_roots: roots,
-        };
-        self.write_set
-            .put_root(header.pulse, &codec::encode(&entry));
         if let Some(chunks) = snapshot {
             for (i, chunk) in chunks.iter().enumerate() {
                 self.write_set.put_snapshot_chunk(seq, i as u32, chunk);
@@ -1328,7 +1325,59 @@ impl Runtime {
                 pulse: header.pulse,
             });
         }
+    }
+
+    /// A checkpoint below the stable one got its certificate late: store
+    /// it as its pulse's quorum certificate (no snapshot, no GC).
+    fn checkpoint_certified(
+        &mut self,
+        seq: SeqNum,
+        app_digest: Digest,
+        certificate: Vec<(ReplicaId, primitives::Signature)>,
+    ) {
+        let Some((header, roots, _)) = self.chain.unstable.remove(&seq) else {
+            tracing::debug!(seq = seq.0, "late certificate without a local header");
+            return;
+        };
+        self.store_pulse(header, roots, app_digest, certificate);
+    }
+
+    /// Stores `header` with the quorum certificate `certificate` under
+    /// `root:{pulse}`; false if the certificate does not certify it.
+    fn store_pulse(
+        &mut self,
+        header: PulseHeader,
+        roots: Vec<Digest>,
+        app_digest: Digest,
+        certificate: Vec<(ReplicaId, primitives::Signature)>,
+    ) -> bool {
+        let seq = header.last_seq;
+        if header.digest() != app_digest {
+            tracing::error!(
+                seq = seq.0,
+                "our pulse header differs from the certified one"
+            );
+            self.metrics.reject("pulse_header_mismatch");
+            return false;
+        }
+        let mut qc = PulseCertificate::new(header);
+        for (replica, signature) in certificate {
+            if qc.add(&self.membership, replica, signature).is_err() {
+                self.metrics.reject("pulse_signature_bad");
+            }
+        }
+        if qc.verify_signatures(&self.membership).is_err() {
+            self.metrics.reject("pulse_certificate_short");
+            return false;
+        }
+        let entry = PulseEntry {
+            certificate: qc,
+            receipts_roots: roots,
+        };
+        self.write_set
+            .put_root(header.pulse, &codec::encode(&entry));
         self.metrics.pulses.inc();
+        true
     }
 
     // ----- Storage --------------------------------------------------------
