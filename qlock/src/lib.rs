@@ -41,7 +41,9 @@
 //! - `locks`, `queues`: the operations on sessions/locks and queues;
 //! - `table`: ordered tables with the incremental state digest and the
 //!   undo journal of atomic requests;
-//! - `state`: the records the tables hold.
+//! - `state`: the records the tables hold;
+//! - [`transfer`]: chunked state transfer, each chunk checked against the
+//!   certified state digest.
 
 pub mod config;
 pub mod history;
@@ -51,6 +53,7 @@ pub mod op;
 mod queues;
 mod state;
 mod table;
+pub mod transfer;
 
 pub use config::Config;
 pub use machine::{BatchOutcome, ClientEvent, SnapshotError, StateMachine};
@@ -60,3 +63,4 @@ pub use op::{
     SessionInfo,
 };
 pub use state::Stats;
+pub use transfer::{ChunkSpan, Installer, TransferError, TransferManifest, TransferSnapshot};

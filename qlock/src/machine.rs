@@ -207,7 +207,7 @@ impl StateMachine {
         sm
     }
 
-    fn empty(config: Config) -> StateMachine {
+    pub(crate) fn empty(config: Config) -> StateMachine {
         StateMachine {
             config,
             dt: DigestTree::new(),
@@ -584,8 +584,7 @@ impl StateMachine {
     /// `chunk_bytes_max` (a chunk holds at least one record, so one larger
     /// than the bound gets a chunk of its own).
     pub fn snapshot_chunks(&self, chunk_bytes_max: usize) -> Vec<Vec<u8>> {
-        let mut records = Vec::new();
-        for_each_table!(ref self, t => t.dump(&mut records));
+        let records = self.records();
         let mut chunks = Vec::new();
         let mut current: Vec<Record> = Vec::new();
         let mut size = 0;
@@ -603,6 +602,13 @@ impl StateMachine {
             chunks.push(primitives::codec::encode(&current));
         }
         chunks
+    }
+
+    /// Every entry of every table, in tag and key order.
+    pub(crate) fn records(&self) -> Vec<Record> {
+        let mut records = Vec::new();
+        for_each_table!(ref self, t => t.dump(&mut records));
+        records
     }
 
     /// Rebuilds a state machine from [`StateMachine::snapshot_chunks`].
@@ -636,7 +642,7 @@ impl StateMachine {
         Ok(sm)
     }
 
-    fn load(&mut self, record: &Record) -> bool {
+    pub(crate) fn load(&mut self, record: &Record) -> bool {
         let dt = &mut self.dt;
         match record.tag {
             0 => self.config_table.load(dt, record),

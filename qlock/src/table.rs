@@ -51,7 +51,7 @@ impl DigestTree {
     }
 
     fn set(&mut self, key: Digest, value_hash: Option<Digest>) {
-        let bucket = usize::from(u16::from_le_bytes([key.0[0], key.0[1]])) % BUCKETS;
+        let bucket = bucket_of(&key);
         match value_hash {
             Some(hash) => self.buckets[bucket].insert(key, hash),
             None => self.buckets[bucket].remove(&key),
@@ -68,20 +68,43 @@ impl DigestTree {
 
     /// The digest over all buckets (dirty ones are hashed on the fly).
     pub(crate) fn root(&self) -> Digest {
-        // One contiguous input: blake3 hashes it with SIMD, many times
-        // faster than 4096 small updates.
-        let mut bytes = Vec::with_capacity(16 + BUCKETS * 32);
-        bytes.extend_from_slice(b"root");
-        bytes.extend_from_slice(&(BUCKETS as u64).to_le_bytes());
-        for digest in &self.bucket_digests {
-            bytes.extend_from_slice(digest.as_bytes());
+        if self.dirty.is_empty() {
+            return root_of(&self.bucket_digests);
         }
-        for &i in &self.dirty {
-            let at = 12 + i * 32;
-            bytes[at..at + 32].copy_from_slice(bucket_digest(&self.buckets[i]).as_bytes());
-        }
-        Digest::of(Domain::StateDigest, &bytes)
+        root_of(&self.bucket_digests())
     }
+
+    /// Every bucket's digest (dirty ones hashed on the fly).
+    pub(crate) fn bucket_digests(&self) -> Vec<Digest> {
+        let mut digests = self.bucket_digests.clone();
+        for &i in &self.dirty {
+            digests[i] = bucket_digest(&self.buckets[i]);
+        }
+        digests
+    }
+
+    /// The buckets written since the last flush.
+    pub(crate) fn dirty(&self) -> &BTreeSet<usize> {
+        &self.dirty
+    }
+}
+
+/// The bucket of the entry named `key` (`H(tag ‖ key)`).
+pub(crate) fn bucket_of(key: &Digest) -> usize {
+    usize::from(u16::from_le_bytes([key.0[0], key.0[1]])) % BUCKETS
+}
+
+/// The state digest over bucket digests, in bucket order.
+pub(crate) fn root_of(bucket_digests: &[Digest]) -> Digest {
+    // One contiguous input: blake3 hashes it with SIMD, many times faster
+    // than 16 384 small updates.
+    let mut bytes = Vec::with_capacity(12 + bucket_digests.len() * 32);
+    bytes.extend_from_slice(b"root");
+    bytes.extend_from_slice(&(bucket_digests.len() as u64).to_le_bytes());
+    for digest in bucket_digests {
+        bytes.extend_from_slice(digest.as_bytes());
+    }
+    Digest::of(Domain::StateDigest, &bytes)
 }
 
 fn bucket_digest(entries: &BTreeMap<Digest, Digest>) -> Digest {
@@ -103,6 +126,16 @@ pub(crate) struct Record {
     pub(crate) tag: u8,
     pub(crate) key: Bytes,
     pub(crate) value: Bytes,
+}
+
+impl Record {
+    /// The digest-tree bucket its entry lives in (as [`Table`] names it).
+    pub(crate) fn bucket(&self) -> usize {
+        let mut bytes = Vec::with_capacity(1 + self.key.0.len());
+        bytes.push(self.tag);
+        bytes.extend_from_slice(&self.key.0);
+        bucket_of(&Digest::of(Domain::StateDigest, &bytes))
+    }
 }
 
 /// An ordered map whose writes go through the digest tree and, while a
