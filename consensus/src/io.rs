@@ -86,6 +86,10 @@ pub enum Input {
         /// The effective time of batch `seq` (the next batch's effective
         /// time is above it).
         time: HlcTimestamp,
+        /// The checkpoint's quorum certificate as the serving peer sent it
+        /// (`(signer, CHECKPOINT signature)`): checked here, so a state
+        /// newer than any checkpoint this replica heard of can be installed.
+        certificate: Vec<(ReplicaId, Signature)>,
     },
     /// A committed batch asked for with [`Output::FetchCommitted`].
     CommittedBatch {

@@ -74,6 +74,7 @@ fn an_uncertified_installed_state_is_refused() {
             seq: SeqNum(12),
             app_digest: Digest::ZERO,
             time: HlcTimestamp::default(),
+            certificate: Vec::new(),
         },
     );
     assert!(outputs.iter().any(|o| matches!(
@@ -84,4 +85,64 @@ fn an_uncertified_installed_state_is_refused() {
         }
     )));
     assert_eq!(c.replicas[1].last_executed(), before);
+}
+
+#[test]
+fn a_served_quorum_certificate_lets_a_replica_install_a_state_it_never_heard_of() {
+    // Replica 3 heard no CHECKPOINT at all; the certificate that comes with
+    // the served state is checked on its own: a quorum of distinct members
+    // over (seq, digest). Too few or repeated signers are refused.
+    let mut c = Cluster::new(4);
+    c.cut.insert(3);
+    c.submit((0..40).map(request));
+    c.run(30);
+    let (seq, digest, certificate) = c.outputs[0]
+        .iter()
+        .rev()
+        .find_map(|o| match o {
+            Output::StableCheckpoint {
+                seq,
+                app_digest,
+                certificate,
+            } => Some((*seq, *app_digest, certificate.clone())),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(seq, SeqNum(8));
+    let time = c.executed[0][7].time;
+    let install = |r: &mut consensus::Replica, certificate| {
+        r.step(
+            c.now,
+            Input::StateInstalled {
+                seq,
+                app_digest: digest,
+                time,
+                certificate,
+            },
+        )
+    };
+    let refused = |outputs: &[Output]| {
+        outputs.iter().any(|o| {
+            matches!(
+                o,
+                Output::Rejected {
+                    reason: Rejection::StateUncertified,
+                    ..
+                }
+            )
+        })
+    };
+    let short: Vec<_> = certificate.iter().take(2).copied().collect();
+    assert!(refused(&install(&mut c.replicas[3], short)));
+    let mut repeated: Vec<_> = certificate.iter().take(2).copied().collect();
+    repeated.push(repeated[0]);
+    assert!(refused(&install(&mut c.replicas[3], repeated)));
+    let mut forged = certificate.clone();
+    forged[0].1 = forged[1].1;
+    assert!(refused(&install(&mut c.replicas[3], forged)));
+    assert_eq!(c.replicas[3].last_executed(), SeqNum(0));
+    let outputs = install(&mut c.replicas[3], certificate);
+    assert!(!refused(&outputs));
+    assert_eq!(c.replicas[3].last_executed(), seq);
+    assert_eq!(c.replicas[3].low_watermark(), seq);
 }

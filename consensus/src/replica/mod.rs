@@ -227,7 +227,8 @@ impl Replica {
                 seq,
                 app_digest,
                 time,
-            } => self.on_state_installed(seq, app_digest, time),
+                certificate,
+            } => self.on_state_installed(seq, app_digest, time, certificate),
         }
         std::mem::take(&mut self.out)
     }

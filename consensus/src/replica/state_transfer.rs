@@ -10,8 +10,10 @@
 
 use super::Replica;
 use crate::io::Output;
+use crate::message::{Checkpoint, Message, SignedMessage};
 use crate::reject::Rejection;
-use primitives::{Digest, HlcTimestamp, SeqNum};
+use primitives::{keys, Digest, HlcTimestamp, ReplicaId, SeqNum, Signature};
+use std::collections::BTreeSet;
 
 impl Replica {
     /// The highest checkpoint above our state that a quorum certified.
@@ -47,16 +49,19 @@ impl Replica {
         seq: SeqNum,
         app_digest: Digest,
         time: HlcTimestamp,
+        certificate: Vec<(ReplicaId, Signature)>,
     ) {
         if seq <= self.last_executed || seq <= self.low {
             return self.reject(None, Rejection::Stale);
         }
-        let Some((digest, certificate)) = self.certified(seq) else {
-            return self.reject(None, Rejection::StateUncertified);
+        let certificate = match self.certified(seq) {
+            Some((digest, held)) if digest == app_digest => held,
+            _ => match self.check_certificate(seq, app_digest, &certificate) {
+                Some(signed) => signed,
+                None => return self.reject(None, Rejection::StateUncertified),
+            },
         };
-        if digest != app_digest {
-            return self.reject(None, Rejection::StateUncertified);
-        }
+        let digest = app_digest;
         self.last_executed = seq;
         self.last_applied = seq;
         self.last_time = self.last_time.max(time);
@@ -69,5 +74,56 @@ impl Replica {
         self.make_stable(seq, digest, certificate);
         self.check_progress();
         self.try_execute();
+    }
+
+    /// The CHECKPOINT messages of a served certificate, if a quorum of
+    /// distinct members signed `(seq, app_digest)`.
+    fn check_certificate(
+        &self,
+        seq: SeqNum,
+        app_digest: Digest,
+        certificate: &[(ReplicaId, Signature)],
+    ) -> Option<Vec<SignedMessage>> {
+        let membership = &self.cfg.membership;
+        let mut signers = BTreeSet::new();
+        let mut signed = Vec::new();
+        for (replica, signature) in certificate.iter().take(membership.n()) {
+            membership.key(*replica)?;
+            if !signers.insert(*replica) {
+                return None;
+            }
+            signed.push(SignedMessage {
+                message: Message::Checkpoint(Checkpoint {
+                    seq,
+                    app_digest,
+                    replica: *replica,
+                }),
+                signature: *signature,
+            });
+        }
+        if signers.len() < self.quorum() {
+            return None;
+        }
+        let items: Vec<_> = signed
+            .iter()
+            .map(|s| {
+                let signer = s.message.sender(membership);
+                let key = *membership.key(signer).expect("checked member");
+                (
+                    key,
+                    s.message.domain(),
+                    s.message.signing_bytes(self.cfg.cluster),
+                    s.signature,
+                )
+            })
+            .collect();
+        let refs: Vec<_> = items
+            .iter()
+            .map(|(k, d, b, s)| (*k, *d, &b[..], *s))
+            .collect();
+        keys::verify_many(&refs)
+            .iter()
+            .all(Result::is_ok)
+            .then_some(signed)
     }
 }

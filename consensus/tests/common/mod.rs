@@ -138,12 +138,25 @@ impl Cluster {
         self.app[i] = app_digest;
         self.app_at[i].insert(seq, app_digest);
         self.state_transfers[i] += 1;
+        let certificate = self.outputs[j]
+            .iter()
+            .rev()
+            .find_map(|o| match o {
+                Output::StableCheckpoint {
+                    seq: s,
+                    certificate,
+                    ..
+                } if *s == seq => Some(certificate.clone()),
+                _ => None,
+            })
+            .unwrap_or_default();
         self.step(
             i,
             Input::StateInstalled {
                 seq,
                 app_digest,
                 time,
+                certificate,
             },
         );
     }
