@@ -1,6 +1,9 @@
 //! `qlockd`, the QLOCK replica binary.
 //!
 //! - `qlockd --config FILE [--log-json]`: run a replica;
+//! - `qlockd --config FILE --byzantine MODE --i-am-a-test` (or with
+//!   `QLOCK_ALLOW_BYZANTINE=1`): **tests only**, run a replica whose
+//!   gateway lies to its clients (`node::api::byzantine`);
 //! - `qlockd keygen --out FILE`: write a new key (mode 0600), print its
 //!   public half;
 //! - `qlockd init-cluster --replicas N --dir D [--base-port P]`: write a
@@ -10,6 +13,7 @@
 //! RocksDB (through `storage`), the clock and the client API.
 
 use clap::{Parser, Subcommand};
+use node::api::byzantine::{self, Liar, OptIn};
 use node::api::{self, ApiContext};
 use node::config::{init_cluster, Config, DEFAULT_BASE_PORT};
 use node::telemetry::{self, ApiMetrics};
@@ -27,6 +31,14 @@ struct Cli {
     /// Log JSON lines instead of human-readable text.
     #[arg(long)]
     log_json: bool,
+    /// TESTS ONLY: lie to clients in MODE (forged-result, wrong-path,
+    /// few-signatures, duplicate-signers, wrong-cluster). Refused unless
+    /// --i-am-a-test is passed or QLOCK_ALLOW_BYZANTINE=1 is set.
+    #[arg(long, value_name = "MODE", requires = "config")]
+    byzantine: Option<byzantine::Mode>,
+    /// Confirms that --byzantine is meant (a test harness is running this).
+    #[arg(long, requires = "byzantine")]
+    i_am_a_test: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -64,7 +76,10 @@ fn main() -> ExitCode {
             base_port,
         }) => init(&dir, replicas, base_port),
         None => match cli.config {
-            Some(config) => run(&config, cli.log_json),
+            // The opt-in is checked before anything is opened, so a refused
+            // run leaves no trace.
+            Some(config) => allow_byzantine(cli.byzantine, cli.i_am_a_test)
+                .and_then(|opt_in| run(&config, cli.log_json, opt_in)),
             None => Err("nothing to do: pass --config FILE, or a subcommand (see --help)".into()),
         },
     };
@@ -94,7 +109,21 @@ fn init(dir: &Path, replicas: usize, base_port: u16) -> Result<(), String> {
     Ok(())
 }
 
-fn run(path: &Path, log_json: bool) -> Result<(), String> {
+/// The opt-in for `--byzantine`, if it was asked for and allowed: only
+/// the flag or the environment can allow it, never the config file.
+fn allow_byzantine(mode: Option<byzantine::Mode>, flag: bool) -> Result<Option<OptIn>, String> {
+    let Some(mode) = mode else {
+        return Ok(None);
+    };
+    let env = std::env::var_os(byzantine::ALLOW_ENV);
+    let opt_in = OptIn::check(mode, flag, env.as_deref()).map_err(|e| e.to_string())?;
+    // Straight to stderr as well as the log: a log filter must not be
+    // able to hide that this replica lies.
+    eprintln!("qlockd: WARNING: --byzantine {mode}: this replica's gateway LIES to its clients; for tests only");
+    Ok(Some(opt_in))
+}
+
+fn run(path: &Path, log_json: bool, byzantine: Option<OptIn>) -> Result<(), String> {
     telemetry::init_logging(log_json)?;
     let config = Config::load(path).map_err(|e| e.to_string())?;
     let key = config.load_key(path).map_err(|e| e.to_string())?;
@@ -103,23 +132,28 @@ fn run(path: &Path, log_json: bool) -> Result<(), String> {
         .thread_name("qlockd")
         .build()
         .map_err(|e| format!("tokio runtime: {e}"))?;
-    runtime.block_on(serve(config, key))
+    runtime.block_on(serve(config, key, byzantine))
 }
 
-async fn serve(config: Config, key: KeyPair) -> Result<(), String> {
+async fn serve(config: Config, key: KeyPair, byzantine: Option<OptIn>) -> Result<(), String> {
     let mut registry = telemetry::new_registry();
     let api_metrics = ApiMetrics::default();
     api_metrics.register(&mut registry);
     let (handle, replica) = node::replica::spawn(config.runtime_config(key), &mut registry)
         .map_err(|e| format!("replica: {e}"))?;
     let registry = Arc::new(registry);
-    let ctx = ApiContext::new(
-        handle,
+    let (cluster, limits, timeouts) = (
         config.cluster_id(),
         config.limits.clone(),
         config.timeouts.clone(),
-        api_metrics,
     );
+    let ctx = match byzantine {
+        None => ApiContext::new(handle, cluster, limits, timeouts, api_metrics),
+        Some(opt_in) => {
+            let liar = Liar::new(opt_in, config.cluster.membership.weak_quorum());
+            ApiContext::new_lying(handle, cluster, limits, timeouts, api_metrics, liar)
+        }
+    };
     let tcp = api::tcp::serve(config.client_listen, ctx.clone())
         .await
         .map_err(|e| format!("client_listen {}: {e}", config.client_listen))?;
@@ -131,6 +165,7 @@ async fn serve(config: Config, key: KeyPair) -> Result<(), String> {
         cluster = %config.cluster_id(),
         client = %tcp.local_addr,
         http = %http.local_addr,
+        byzantine = ctx.byzantine().map_or("no", byzantine::Mode::name),
         "qlockd serving"
     );
     let signal = shutdown_signal().await;

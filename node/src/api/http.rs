@@ -189,7 +189,10 @@ async fn submit(State(s): State<AppState>, body: Body) -> Response {
         }
     };
     match ctx.submit(request).await {
-        Ok(SubmitOutcome::Replied(reply)) => Json(SubmitAnswer::Replied { reply }).into_response(),
+        Ok(SubmitOutcome::Replied(reply)) => Json(SubmitAnswer::Replied {
+            reply: ctx.outgoing_reply(reply),
+        })
+        .into_response(),
         Ok(SubmitOutcome::Accepted(request)) => {
             Json(SubmitAnswer::Accepted { request }).into_response()
         }

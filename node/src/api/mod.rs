@@ -13,14 +13,20 @@
 //! **API boundary:** nothing here touches consensus state; the gateway
 //! only filters and forwards. A request that passes here is still
 //! re-validated by every replica (Aardvark: signatures first).
+//!
+//! [`byzantine`] is test-only: a context built with
+//! [`ApiContext::new_lying`] falsifies what it sends to clients, so tests
+//! can show against real replicas that the client catches it.
 
+pub mod byzantine;
 pub mod http;
 pub mod tcp;
 
 use crate::config::{Limits, Timeouts};
 use crate::replica::{ReplicaHandle, SubmitOutcome};
 use crate::telemetry::{ApiMetrics, RequestKind};
-use client::api::ApiError;
+use byzantine::Liar;
+use client::api::{ApiError, Reply};
 use primitives::request::verify_many;
 use primitives::{ClusterId, Digest, Request, RequestError, RequestLimits};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -44,6 +50,8 @@ pub struct ApiContext {
     pub metrics: ApiMetrics,
     /// The signature checker.
     pub verifier: Verifier,
+    /// Test only: set by [`ApiContext::new_lying`], `None` otherwise.
+    liar: Option<Liar>,
     serving: AtomicBool,
     shutdown: watch::Sender<bool>,
 }
@@ -57,6 +65,34 @@ impl ApiContext {
         limits: Limits,
         timeouts: Timeouts,
         metrics: ApiMetrics,
+    ) -> Arc<ApiContext> {
+        ApiContext::build(handle, cluster, limits, timeouts, metrics, None)
+    }
+
+    /// **Test only**: like [`ApiContext::new`], but every certified reply
+    /// and pushed event is falsified by `liar` on its way to the client.
+    pub fn new_lying(
+        handle: ReplicaHandle,
+        cluster: ClusterId,
+        limits: Limits,
+        timeouts: Timeouts,
+        metrics: ApiMetrics,
+        liar: Liar,
+    ) -> Arc<ApiContext> {
+        tracing::warn!(
+            "BYZANTINE GATEWAY: this replica LIES to its clients (mode {}); for tests only, never in production",
+            liar.mode()
+        );
+        ApiContext::build(handle, cluster, limits, timeouts, metrics, Some(liar))
+    }
+
+    fn build(
+        handle: ReplicaHandle,
+        cluster: ClusterId,
+        limits: Limits,
+        timeouts: Timeouts,
+        metrics: ApiMetrics,
+        liar: Option<Liar>,
     ) -> Arc<ApiContext> {
         let request_limits = limits.request();
         let verifier = Verifier::spawn(
@@ -75,9 +111,20 @@ impl ApiContext {
             timeouts,
             metrics,
             verifier,
+            liar,
             serving: AtomicBool::new(true),
             shutdown,
         })
+    }
+
+    /// How this gateway lies to clients, if it was built to (test only).
+    pub fn byzantine(&self) -> Option<byzantine::Mode> {
+        self.liar.as_ref().map(Liar::mode)
+    }
+
+    /// `reply` as it goes out to a client: as is, unless lying.
+    pub(crate) fn outgoing_reply(&self, reply: Reply) -> Reply {
+        byzantine::outgoing_reply(self.liar.as_ref(), reply)
     }
 
     /// Whether the servers still take requests.

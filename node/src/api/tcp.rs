@@ -16,7 +16,7 @@
 //! or one that does not decode, is answered and skipped: the connection
 //! keeps serving.
 
-use super::{ApiContext, OpenConnection};
+use super::{byzantine, ApiContext, OpenConnection};
 use crate::replica::SubmitOutcome;
 use crate::telemetry::RequestKind;
 use client::api::{
@@ -275,7 +275,10 @@ async fn answer(conn: &Arc<Connection>, frame: ClientFrame) -> ServerFrame {
         ClientFrame::Submit { id, request } => {
             ctx.metrics.request(RequestKind::Submit);
             match submit(conn, *request).await {
-                Ok(SubmitOutcome::Replied(reply)) => ServerFrame::Replied { id, reply },
+                Ok(SubmitOutcome::Replied(reply)) => ServerFrame::Replied {
+                    id,
+                    reply: ctx.outgoing_reply(reply),
+                },
                 Ok(SubmitOutcome::Accepted(request)) => ServerFrame::Accepted { id, request },
                 Err(error) => ServerFrame::Rejected {
                     id,
@@ -355,8 +358,12 @@ fn subscribe(conn: &Arc<Connection>, client: ClientId) {
     };
     subs.clients.insert(client);
     let out = conn.out.clone();
+    // The liar alone, not the context: a forwarder can outlive its
+    // connection (it ends when the replica drops the subscription).
+    let liar = ctx.liar.clone();
     let forwarder = tokio::spawn(async move {
         while let Some(event) = events.recv().await {
+            let event = byzantine::outgoing_event(liar.as_ref(), event);
             if out.send(ServerFrame::Event(event)).await.is_err() {
                 return;
             }
