@@ -381,3 +381,79 @@ async fn a_restarted_replica_recovers_and_catches_up() {
     .expect("timed out");
     cluster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_down_across_collected_checkpoints_catches_up_by_state_transfer() {
+    // Replica 3 is stopped while the others pass three stable checkpoints
+    // (interval 8) and collect their logs below them. Restarted, it cannot
+    // catch up batch by batch from seq 1: it fetches the certified snapshot
+    // in chunks, installs it, executes on from there, and fills its
+    // lockchain so the whole chain verifies.
+    let mut cluster = Cluster::start(4);
+    let verifier = Verifier::new(cluster.membership.clone());
+    timeout(TEST_TIMEOUT, async {
+        if let Some(task) = cluster.tasks[3].take() {
+            task.stop().await.unwrap();
+        }
+        let m = cluster.membership.clone();
+        let mut client = TestClient::new(50);
+        let session = session_of(
+            &submit(
+                &cluster.handles[0],
+                &verifier,
+                client.request(&m, vec![Op::CreateSession { ttl: TTL }]),
+            )
+            .await,
+        );
+        let mut i = 0u64;
+        loop {
+            let status = cluster.handles[0].status().await.unwrap();
+            if status.stable_checkpoint >= SeqNum(24) {
+                break;
+            }
+            let acquire = Op::Acquire {
+                session,
+                resource: format!("lock-{i}"),
+                mode: LockMode::Exclusive,
+                wait: None,
+            };
+            let handle = &cluster.handles[(i % 3) as usize];
+            submit(handle, &verifier, client.request(&m, vec![acquire])).await;
+            i += 1;
+        }
+        let stable = cluster.handles[0].status().await.unwrap().stable_checkpoint;
+        cluster.restart(3).await;
+        loop {
+            let s = cluster.handles[3].status().await.unwrap();
+            if s.state_transfers >= 1 && s.last_executed >= stable {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(cluster.metric(3, "qlock_state_transfers_total") >= 1.0);
+        // It serves again: a request through it gets a certified reply.
+        let reply = submit(
+            &cluster.handles[3],
+            &verifier,
+            client.request(&m, vec![Op::CreateSession { ttl: TTL }]),
+        )
+        .await;
+        assert!(reply.seq > stable);
+        // Its lockchain fills in below the transferred pulse and verifies.
+        let wanted = stable.0 / 8;
+        loop {
+            let pulses = cluster.handles[3]
+                .pulses(primitives::PulseNumber(1), wanted as u32)
+                .await
+                .unwrap();
+            if pulses.len() as u64 >= wanted {
+                verifier.verify_continuity(&pulses).unwrap();
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("timed out");
+    cluster.stop().await;
+}

@@ -260,6 +260,17 @@ impl Installer {
         Ok(())
     }
 
+    /// The chunks accepted so far, in order (to store the snapshot once the
+    /// transfer completes).
+    pub fn chunks(&self) -> &[Vec<u8>] {
+        &self.accepted
+    }
+
+    /// The manifest the transfer follows.
+    pub fn manifest(&self) -> &TransferManifest {
+        &self.manifest
+    }
+
     /// The state, once every chunk is accepted.
     pub fn finish(self) -> Result<StateMachine, TransferError> {
         let missing = self.chunk_count() - self.accepted.len() as u32;

@@ -30,8 +30,15 @@ pub struct RuntimeMetrics {
     pub fsync_seconds: Histogram,
     /// From a submit reaching the loop to its certified reply.
     pub commit_latency_seconds: Histogram,
-    /// State transfers (catch-up by committed batches or snapshot).
+    /// State transfers completed (a certified snapshot installed).
     pub state_transfers: Counter,
+    /// Snapshot chunks refused during state transfers (a peer served a
+    /// chunk that did not match the certified manifest).
+    pub state_transfer_chunks_rejected: Counter,
+    /// Committed batches received while catching up batch by batch.
+    pub catch_up_batches: Counter,
+    /// Pulse entries fetched from peers to fill lockchain gaps.
+    pub lockchain_pulses_fetched: Counter,
     /// Pulses made stable (quorum certificates stored).
     pub pulses: Counter,
     /// Live sessions of the state machine.
@@ -73,6 +80,9 @@ impl Default for RuntimeMetrics {
             // 100 µs .. ~3.3 s.
             commit_latency_seconds: Histogram::new(exponential_buckets(0.000_1, 2.0, 16)),
             state_transfers: Counter::default(),
+            state_transfer_chunks_rejected: Counter::default(),
+            catch_up_batches: Counter::default(),
+            lockchain_pulses_fetched: Counter::default(),
             pulses: Counter::default(),
             sessions: Gauge::default(),
             locks: Gauge::default(),
@@ -154,8 +164,23 @@ impl RuntimeMetrics {
         );
         r.register(
             "qlock_state_transfers",
-            "State transfers",
+            "State transfers completed (certified snapshots installed)",
             self.state_transfers.clone(),
+        );
+        r.register(
+            "qlock_state_transfer_chunks_rejected",
+            "Snapshot chunks refused during state transfers",
+            self.state_transfer_chunks_rejected.clone(),
+        );
+        r.register(
+            "qlock_catch_up_batches",
+            "Committed batches received while catching up",
+            self.catch_up_batches.clone(),
+        );
+        r.register(
+            "qlock_lockchain_pulses_fetched",
+            "Pulse entries fetched from peers to fill lockchain gaps",
+            self.lockchain_pulses_fetched.clone(),
         );
         r.register("qlock_pulses", "Pulses made stable", self.pulses.clone());
         r.register("qlock_sessions", "Live sessions", self.sessions.clone());

@@ -58,6 +58,9 @@ pub struct PulseEntry {
 pub struct SnapshotMeta {
     /// The header of the pulse ending at the snapshot's seq.
     pub header: PulseHeader,
+    /// The snapshot's [`qlock::TransferManifest`] (encoded): what a peer
+    /// needs to check each chunk it fetches from us.
+    pub transfer_manifest: Vec<u8>,
 }
 
 /// Decodes a stored log entry.

@@ -43,6 +43,8 @@ use tokio::time::Instant;
 use crate::net::gossip_driver::{GossipDriver, GossipOutput};
 use crate::net::{frames, BehaviourEvent, NetSwarm, ReplicaPeers};
 
+mod transfer;
+
 /// The swarm of a replica.
 pub type Swarm = NetSwarm<PeerMessage, gossip::Message>;
 
@@ -109,7 +111,7 @@ struct PulseChain {
 
 /// A pulse header built at a checkpoint seq, the receipts roots of its
 /// batches, and the state snapshot taken there (live execution only).
-type UnstablePulse = (PulseHeader, Vec<Digest>, Option<Vec<Vec<u8>>>);
+type UnstablePulse = (PulseHeader, Vec<Digest>, Option<qlock::TransferSnapshot>);
 
 /// The event loop's state.
 pub struct Runtime {
@@ -160,6 +162,14 @@ pub struct Runtime {
     health: BTreeMap<ReplicaId, Health>,
     state_transfers: u64,
     stopping: Option<Instant>,
+
+    // State transfer and lockchain gap filling (`transfer.rs`).
+    transfer: Option<transfer::Transfer>,
+    transfer_rotation: usize,
+    verifier: lockchain::Verifier,
+    /// Every pulse up to this one is stored.
+    lockchain_cursor: PulseNumber,
+    lockchain_sync_at: Instant,
 }
 
 impl Runtime {
@@ -207,6 +217,7 @@ impl Runtime {
             .filter(|r| *r != me)
             .map(|r| (r, Health::default()))
             .collect();
+        let verifier = lockchain::Verifier::new(membership.clone());
         let mut rt = Runtime {
             limits: cfg.request_limits,
             membership,
@@ -250,6 +261,11 @@ impl Runtime {
             health,
             state_transfers: 0,
             stopping: None,
+            transfer: None,
+            transfer_rotation: me.index(),
+            verifier,
+            lockchain_cursor: PulseNumber(0),
+            lockchain_sync_at: Instant::now(),
             cfg,
         };
         rt.recover()?;
@@ -689,14 +705,22 @@ impl Runtime {
                     self.send(from, &PeerMessage::Committed(batches));
                 }
             }
+            PeerMessage::FetchSnapshot { seq } => self.serve_snapshot(from, seq),
+            PeerMessage::SnapshotOffer { entry, manifest } => {
+                self.on_snapshot_offer(from, *entry, manifest)
+            }
+            PeerMessage::FetchChunk { seq, index } => self.serve_chunk(from, seq, index),
+            PeerMessage::SnapshotChunk { seq, index, bytes } => {
+                self.on_snapshot_chunk(from, seq, index, bytes)
+            }
+            PeerMessage::NoSnapshot { .. } => self.on_no_snapshot(from),
+            PeerMessage::FetchPulses { first, last } => self.serve_pulses(from, first, last),
+            PeerMessage::Pulses(entries) => self.on_pulses(entries),
             PeerMessage::Committed(batches) => {
                 if batches.len() > COMMITTED_PER_MESSAGE_MAX {
                     return self.metrics.reject("committed_too_many");
                 }
-                if !batches.is_empty() {
-                    self.state_transfers += 1;
-                    self.metrics.state_transfers.inc();
-                }
+                self.metrics.catch_up_batches.inc_by(batches.len() as u64);
                 for batch in batches {
                     self.step(Input::CommittedBatch { from, batch });
                 }
@@ -999,12 +1023,7 @@ impl Runtime {
                 app_digest,
                 certificate,
             } => self.checkpoint_certified(seq, app_digest, certificate),
-            Output::FetchState { seq, app_digest } => {
-                // Chunked state transfer over the network is not wired yet:
-                // the replica keeps trying catch-up by committed batches.
-                tracing::warn!(seq = seq.0, ?app_digest, "state transfer needed");
-                self.metrics.reject("state_transfer_unsupported");
-            }
+            Output::FetchState { seq, .. } => self.start_transfer(seq),
             Output::StateDiverged {
                 seq,
                 local,
@@ -1135,7 +1154,7 @@ impl Runtime {
                 self.chain.previous,
                 time,
             );
-            let snapshot = live.then(|| self.machine.snapshot_chunks(SNAPSHOT_CHUNK_BYTES));
+            let snapshot = live.then(|| self.machine.transfer_snapshot(SNAPSHOT_CHUNK_BYTES));
             let roots = std::mem::take(&mut self.chain.roots);
             self.chain.unstable.insert(seq, (header, roots, snapshot));
             while self.chain.unstable.len() > UNSTABLE_PULSES_MAX {
@@ -1309,22 +1328,32 @@ impl Runtime {
         if !self.store_pulse(header, roots, app_digest, certificate) {
             return;
         }
-        if let Some(chunks) = snapshot {
-            for (i, chunk) in chunks.iter().enumerate() {
-                self.write_set.put_snapshot_chunk(seq, i as u32, chunk);
-            }
-            let meta = SnapshotMeta { header };
-            self.write_set.put_snapshot_manifest(&SnapshotManifest {
-                seq,
-                chunk_count: chunks.len() as u32,
-                state_digest: header.state_digest,
-                meta: codec::encode(&meta),
-            });
-            self.write_gc = Some(StableCheckpoint {
-                seq,
-                pulse: header.pulse,
-            });
+        if let Some(snapshot) = snapshot {
+            self.write_snapshot(&header, &snapshot.chunks, snapshot.manifest.encode());
         }
+    }
+
+    /// Writes the snapshot at `header`'s last seq (chunks and manifest) and
+    /// asks for garbage collection below it once written.
+    fn write_snapshot(&mut self, header: &PulseHeader, chunks: &[Vec<u8>], manifest: Vec<u8>) {
+        let seq = header.last_seq;
+        for (i, chunk) in chunks.iter().enumerate() {
+            self.write_set.put_snapshot_chunk(seq, i as u32, chunk);
+        }
+        let meta = SnapshotMeta {
+            header: *header,
+            transfer_manifest: manifest,
+        };
+        self.write_set.put_snapshot_manifest(&SnapshotManifest {
+            seq,
+            chunk_count: chunks.len() as u32,
+            state_digest: header.state_digest,
+            meta: codec::encode(&meta),
+        });
+        self.write_gc = Some(StableCheckpoint {
+            seq,
+            pulse: header.pulse,
+        });
     }
 
     /// A checkpoint below the stable one got its certificate late: store
@@ -1445,6 +1474,8 @@ impl Runtime {
             subs.retain(|s| !s.is_closed());
             !subs.is_empty()
         });
+        self.transfer_housekeeping(now);
+        self.lockchain_housekeeping(now);
         let (sessions, locks, waiters, messages) = self.machine.sizes();
         self.metrics.sessions.set(sessions as i64);
         self.metrics.locks.set(locks as i64);

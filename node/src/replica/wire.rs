@@ -3,8 +3,9 @@
 //! (batch signatures for certified replies, payload and committed-batch
 //! fetches).
 
+use super::persist::PulseEntry;
 use consensus::{CommittedBatch, WireMessage};
-use primitives::{Digest, Request, SeqNum, Signature};
+use primitives::{Digest, PulseNumber, Request, SeqNum, Signature};
 use serde::{Deserialize, Serialize};
 
 /// Payloads asked for or served in one message at most.
@@ -12,6 +13,9 @@ pub const PAYLOADS_PER_MESSAGE_MAX: usize = 256;
 
 /// Committed batches served in one message at most.
 pub const COMMITTED_PER_MESSAGE_MAX: usize = 64;
+
+/// Pulse entries served in one message at most.
+pub const PULSES_PER_MESSAGE_MAX: usize = 64;
 
 /// One frame on `/qlock/pbft/1`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,6 +47,51 @@ pub enum PeerMessage {
     /// Committed batches served; the consensus core checks their
     /// certificates.
     Committed(Vec<CommittedBatch>),
+    /// State transfer: asks for the sender's newest snapshot at or above
+    /// `seq`.
+    FetchSnapshot {
+        /// The lowest acceptable checkpoint.
+        seq: SeqNum,
+    },
+    /// A snapshot on offer: its pulse (header, quorum certificate, batch
+    /// roots) and its encoded [`qlock::TransferManifest`].
+    SnapshotOffer {
+        /// The certified pulse the snapshot ends.
+        entry: Box<PulseEntry>,
+        /// The manifest the chunks are checked against.
+        manifest: Vec<u8>,
+    },
+    /// Asks for chunk `index` of the snapshot at `seq`.
+    FetchChunk {
+        /// The snapshot.
+        seq: SeqNum,
+        /// The chunk.
+        index: u32,
+    },
+    /// A chunk served; the receiver checks it against the manifest.
+    SnapshotChunk {
+        /// The snapshot.
+        seq: SeqNum,
+        /// The chunk.
+        index: u32,
+        /// Its bytes.
+        bytes: Vec<u8>,
+    },
+    /// The sender holds no snapshot at or above `seq` (or not that chunk).
+    NoSnapshot {
+        /// The seq asked for.
+        seq: SeqNum,
+    },
+    /// Lockchain gap filling: asks for pulses `first..=last`.
+    FetchPulses {
+        /// The first pulse.
+        first: PulseNumber,
+        /// The last pulse.
+        last: PulseNumber,
+    },
+    /// Pulse entries served; each is checked (certificate, batch roots,
+    /// hash chain) before it is stored.
+    Pulses(Vec<PulseEntry>),
 }
 
 impl PeerMessage {
@@ -53,7 +102,14 @@ impl PeerMessage {
             PeerMessage::FetchPayloads(_)
             | PeerMessage::Payloads(_)
             | PeerMessage::FetchCommitted { .. }
-            | PeerMessage::Committed(_) => Lane::Fetch,
+            | PeerMessage::Committed(_)
+            | PeerMessage::FetchSnapshot { .. }
+            | PeerMessage::SnapshotOffer { .. }
+            | PeerMessage::FetchChunk { .. }
+            | PeerMessage::SnapshotChunk { .. }
+            | PeerMessage::NoSnapshot { .. }
+            | PeerMessage::FetchPulses { .. }
+            | PeerMessage::Pulses(_) => Lane::Fetch,
         }
     }
 }
