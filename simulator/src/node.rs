@@ -46,6 +46,10 @@ pub struct Disk {
     /// checkpoint becomes stable or a peer serves a missing pulse; survives
     /// crashes.
     pub lockchain: BTreeMap<PulseNumber, PulseCertificate>,
+    /// The snapshot at the latest stable checkpoint (committed batches at
+    /// or below it are collected): what a restart starts from and what
+    /// state transfers to peers serve.
+    pub snapshot: Option<AppSnapshot>,
 }
 
 impl Disk {
@@ -97,6 +101,74 @@ impl Disk {
 /// are dropped beyond it.
 pub const PULSE_HEADERS_MAX: usize = 4096;
 
+/// Executed-request digests per snapshot chunk.
+pub const EXECUTED_PER_CHUNK: usize = 64;
+
+/// qlock state bytes per snapshot chunk (small, so transfers have several
+/// chunks to get wrong).
+pub const SNAPSHOT_CHUNK_BYTES: usize = 2048;
+
+/// What a state transfer receiver checks chunks against; it hashes to the
+/// pulse header's state digest.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SnapshotManifest {
+    /// The hash-chain head (also for qlock, where it is not state).
+    pub head: Digest,
+    /// The digest of each executed-set chunk.
+    pub executed: Vec<Digest>,
+    /// qlock's manifest, under a qlock workload.
+    pub qlock: Option<qlock::TransferManifest>,
+}
+
+impl SnapshotManifest {
+    /// The state digest of an application whose state part is `state` (the
+    /// head, or qlock's state digest) and whose executed set has chunk
+    /// digests `executed`.
+    pub fn combine(qlock: bool, state: Digest, executed: &[Digest]) -> Digest {
+        let mut bytes = vec![u8::from(qlock)];
+        bytes.extend_from_slice(state.as_bytes());
+        for d in executed {
+            bytes.extend_from_slice(d.as_bytes());
+        }
+        Digest::of(Domain::Test, &bytes)
+    }
+
+    /// The state digest this manifest claims.
+    pub fn state_digest(&self) -> Digest {
+        match &self.qlock {
+            Some(q) => SnapshotManifest::combine(true, q.state_digest(), &self.executed),
+            None => SnapshotManifest::combine(false, self.head, &self.executed),
+        }
+    }
+
+    /// Chunks in all: the executed set's, then qlock's.
+    pub fn chunk_count(&self) -> usize {
+        self.executed.len() + self.qlock.as_ref().map_or(0, |q| q.chunks.len())
+    }
+}
+
+/// A snapshot as a replica keeps and serves it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppSnapshot {
+    /// The pulse it ends.
+    pub header: PulseHeader,
+    /// The manifest.
+    pub manifest: SnapshotManifest,
+    /// The executed-set chunks, then qlock's.
+    pub chunks: Vec<Vec<u8>>,
+}
+
+/// The executed set as chunks of sorted digests, and their digests.
+fn executed_chunks(executed: &BTreeSet<Digest>) -> (Vec<Vec<u8>>, Vec<Digest>) {
+    let all: Vec<Digest> = executed.iter().copied().collect();
+    let chunks: Vec<Vec<u8>> = all
+        .chunks(EXECUTED_PER_CHUNK)
+        .map(primitives::codec::encode)
+        .collect();
+    let digests = chunks.iter().map(|c| Digest::of(Domain::Test, c)).collect();
+    (chunks, digests)
+}
+
 /// The lockchain builder of the application (DESIGN.md step 9): the
 /// receipts root of every executed batch, and at every checkpoint seq the
 /// pulse header over the roots of the batches since the last one,
@@ -107,11 +179,11 @@ pub const PULSE_HEADERS_MAX: usize = 4096;
 pub struct Pulses {
     cluster: ClusterId,
     /// `K`: a pulse ends at every multiple of it.
-    interval: u64,
+    pub interval: u64,
     /// Receipts roots of the current pulse's batches, by seq.
     roots: BTreeMap<SeqNum, Digest>,
     /// The last header's digest ([`Digest::ZERO`] before the first pulse).
-    previous: Digest,
+    pub previous: Digest,
     /// Headers computed, by their last seq (bounded by
     /// [`PULSE_HEADERS_MAX`]).
     pub headers: BTreeMap<SeqNum, PulseHeader>,
@@ -244,8 +316,71 @@ impl App {
         if let Some(outcome) = &outcome {
             receipts.clone_from(&outcome.receipts);
         }
-        self.pulses.executed(seq, time, &receipts, self.head);
+        // The header's state digest covers everything later batches depend
+        // on (so a transferred state can be checked against it); computed
+        // at checkpoint seqs only.
+        let state = if seq.0.is_multiple_of(self.pulses.interval) {
+            self.state_digest()
+        } else {
+            self.head
+        };
+        self.pulses.executed(seq, time, &receipts, state);
         (fresh, outcome)
+    }
+
+    /// What a pulse header's state digest commits to: the chain head (or
+    /// qlock's state digest) and the set of executed requests, chunked as
+    /// a state transfer serves it.
+    pub fn state_digest(&self) -> Digest {
+        let (_, digests) = executed_chunks(&self.executed);
+        let state = match &self.machine {
+            Some(machine) => machine.state_digest(),
+            None => self.head,
+        };
+        SnapshotManifest::combine(self.machine.is_some(), state, &digests)
+    }
+
+    /// The state after the checkpoint `header` ends, as chunks a peer can
+    /// check one by one.
+    pub fn snapshot(&self, header: PulseHeader) -> AppSnapshot {
+        let (executed, executed_digests) = executed_chunks(&self.executed);
+        let qlock = self
+            .machine
+            .as_ref()
+            .map(|m| m.transfer_snapshot(SNAPSHOT_CHUNK_BYTES));
+        AppSnapshot {
+            header,
+            manifest: SnapshotManifest {
+                head: self.head,
+                executed: executed_digests,
+                qlock: qlock.as_ref().map(|q| q.manifest.clone()),
+            },
+            chunks: executed
+                .into_iter()
+                .chain(qlock.map(|q| q.chunks).unwrap_or_default())
+                .collect(),
+        }
+    }
+
+    /// The application rebuilt from a complete, checked snapshot.
+    pub fn from_snapshot(
+        header: &PulseHeader,
+        head: Digest,
+        executed: BTreeSet<Digest>,
+        machine: Option<qlock::StateMachine>,
+        interval: u64,
+    ) -> App {
+        let mut pulses = Pulses::new(header.cluster, interval);
+        pulses.previous = header.digest();
+        pulses.headers.insert(header.last_seq, *header);
+        App {
+            head,
+            last_seq: header.last_seq,
+            last_time: header.time,
+            executed,
+            machine,
+            pulses,
+        }
     }
 
     /// What the replica signs as its CHECKPOINT after `seq`: the pulse
@@ -368,6 +503,11 @@ pub struct Node {
     pub sync_scheduled: bool,
     /// Whether a lockchain fetch is already scheduled.
     pub lockchain_sync_scheduled: bool,
+    /// Snapshots taken at checkpoint seqs, waiting for the checkpoint to
+    /// become stable (volatile; bounded).
+    pub pending_snapshots: BTreeMap<SeqNum, AppSnapshot>,
+    /// A state transfer in progress (volatile).
+    pub transfer: Option<crate::sim::Transfer>,
     /// Whether it is running (false between a crash and its restart).
     pub up: bool,
     /// Its configuration, to restart it.
@@ -393,6 +533,8 @@ impl Node {
             clock_offset,
             sync_scheduled: false,
             lockchain_sync_scheduled: false,
+            pending_snapshots: BTreeMap::new(),
+            transfer: None,
         }
     }
 
@@ -405,6 +547,8 @@ impl Node {
         self.timers.clear();
         self.disk.pending.clear();
         self.sync_scheduled = false;
+        self.pending_snapshots.clear();
+        self.transfer = None;
     }
 
     /// A restart from the disk: the application replays its committed
@@ -414,11 +558,11 @@ impl Node {
         self.gossip = gossip;
         self.incarnation += 1;
         let qlock = self.app.machine.is_some();
-        let blank = App::new(
-            qlock,
-            self.config.membership.cluster_id(),
-            self.config.checkpoint_interval,
-        );
+        let interval = self.config.checkpoint_interval;
+        let blank = match &self.disk.snapshot {
+            Some(snapshot) => restore_snapshot(snapshot, interval),
+            None => App::new(qlock, self.config.membership.cluster_id(), interval),
+        };
         self.app = App::replay(&self.disk.committed, &self.disk.payloads, blank);
         let state = consensus::RecoveredState {
             records: self.disk.durable.clone(),
@@ -463,4 +607,28 @@ impl Node {
     pub fn global(&self, local: u64) -> u64 {
         local.saturating_add_signed(-self.clock_offset)
     }
+}
+
+/// The application from a snapshot of our own disk (already checked when
+/// it was taken or transferred).
+fn restore_snapshot(snapshot: &AppSnapshot, interval: u64) -> App {
+    let executed_chunks = snapshot.manifest.executed.len();
+    let mut executed = BTreeSet::new();
+    for chunk in &snapshot.chunks[..executed_chunks] {
+        let digests: Vec<Digest> =
+            primitives::codec::decode(chunk, primitives::codec::FRAME_BYTES_MAX)
+                .expect("our own snapshot decodes");
+        executed.extend(digests);
+    }
+    let machine = snapshot.manifest.qlock.as_ref().map(|_| {
+        qlock::StateMachine::restore(&snapshot.chunks[executed_chunks..])
+            .expect("our own snapshot restores")
+    });
+    App::from_snapshot(
+        &snapshot.header,
+        snapshot.manifest.head,
+        executed,
+        machine,
+        interval,
+    )
 }

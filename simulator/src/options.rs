@@ -21,11 +21,14 @@ pub enum FaultKind {
     Skew,
     /// Replicas crash (losing unsynced writes) and restart from their disk.
     Crash,
+    /// Replicas serving a state transfer flip a byte in some chunks (a
+    /// faulty or lying server): each must be refused and re-fetched.
+    CorruptChunk,
 }
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 7] = [
+    pub const ALL: [FaultKind; 8] = [
         FaultKind::Drop,
         FaultKind::Delay,
         FaultKind::Duplicate,
@@ -33,6 +36,7 @@ impl FaultKind {
         FaultKind::Partition,
         FaultKind::Skew,
         FaultKind::Crash,
+        FaultKind::CorruptChunk,
     ];
 
     /// Its name on the command line and in the summary.
@@ -45,6 +49,7 @@ impl FaultKind {
             FaultKind::Partition => "partition",
             FaultKind::Skew => "skew",
             FaultKind::Crash => "crash",
+            FaultKind::CorruptChunk => "corrupt-chunk",
         }
     }
 }
@@ -55,12 +60,13 @@ impl FaultKind {
 pub struct FaultSet(pub BTreeSet<FaultKind>);
 
 impl FaultSet {
-    /// The benign faults of issue 3: network faults and bounded skew.
+    /// The benign faults of issue 3: network faults and bounded skew (no
+    /// crashes, no corrupt chunks).
     pub fn benign() -> FaultSet {
         FaultSet(
             FaultKind::ALL
                 .into_iter()
-                .filter(|k| *k != FaultKind::Crash)
+                .filter(|k| !matches!(k, FaultKind::Crash | FaultKind::CorruptChunk))
                 .collect(),
         )
     }

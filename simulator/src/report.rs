@@ -72,6 +72,10 @@ pub struct SeedReport {
     pub restarts: Vec<(usize, u64)>,
     /// Pulse certificates that formed after a later checkpoint was stable.
     pub late_certificates: u64,
+    /// State transfers completed (a checked snapshot installed).
+    pub state_transfers: u64,
+    /// Snapshot chunks refused during state transfers.
+    pub chunks_rejected: u64,
 }
 
 impl SeedReport {
@@ -123,6 +127,10 @@ pub struct Summary {
     pub lockchain_fetches: u64,
     /// Pulse certificates that formed late, summed over the seeds.
     pub late_certificates: u64,
+    /// State transfers completed, summed over the seeds.
+    pub state_transfers: u64,
+    /// Snapshot chunks refused, summed over the seeds.
+    pub chunks_rejected: u64,
 }
 
 impl Summary {
@@ -144,6 +152,8 @@ impl Summary {
         self.lockchain_checked += r.lockchain_checked;
         self.lockchain_fetches += r.lockchain_fetches;
         self.late_certificates += r.late_certificates;
+        self.state_transfers += r.state_transfers;
+        self.chunks_rejected += r.chunks_rejected;
         for (k, v) in &r.faults {
             *self.faults.entry(k).or_default() += v;
         }
@@ -192,6 +202,8 @@ impl Summary {
             "lockchain_checked": self.lockchain_checked,
             "lockchain_fetches": self.lockchain_fetches,
             "late_certificates": self.late_certificates,
+            "state_transfers": self.state_transfers,
+            "chunks_rejected": self.chunks_rejected,
         })
     }
 }

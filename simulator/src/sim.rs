@@ -43,6 +43,14 @@ enum NetMsg {
     FetchCommitted(SeqNum, SeqNum),
     /// Committed batches served.
     Committed(Vec<CommittedBatch>),
+    /// State transfer: the newest snapshot at or above this seq, please.
+    FetchSnapshot(SeqNum),
+    /// A snapshot on offer: its pulse certificate and manifest.
+    SnapshotOffer(Box<(lockchain::PulseCertificate, crate::node::SnapshotManifest)>),
+    /// Chunk `index` of the snapshot at `seq`, please.
+    FetchChunk(SeqNum, u32),
+    /// A chunk served.
+    Chunk(SeqNum, u32, Vec<u8>),
 }
 
 #[derive(Debug)]
@@ -67,6 +75,7 @@ enum Event {
     },
     ClientTick(usize),
     LockchainSync(usize),
+    TransferTimeout(usize, u64),
     Partition(Option<Vec<bool>>),
     Heal,
     Crash(usize),
@@ -438,6 +447,7 @@ impl Sim {
             }
             Event::ClientTick(c) => self.client_tick(c),
             Event::LockchainSync(node) => self.lockchain_sync(node),
+            Event::TransferTimeout(node, attempt) => self.transfer_timeout(node, attempt),
             Event::Crash(node) => self.crash(node),
             Event::Restart(node) => self.restart(node),
             Event::Partition(groups) => self.start_partition(groups),
@@ -597,10 +607,7 @@ impl Sim {
                 self.report.late_certificates += 1;
                 self.store_pulse(i, seq, app_digest, &certificate);
             }
-            Output::FetchState { .. } => {
-                // The simulated disk keeps every committed batch, so
-                // catch-up by batches always succeeds here.
-            }
+            Output::FetchState { seq, .. } => self.start_transfer(i, seq),
             Output::StateDiverged { seq, .. } => {
                 self.violation(format!(
                     "replica {i} diverged from the certified state at {seq:?}"
@@ -665,6 +672,7 @@ impl Sim {
             .collect();
         self.nodes[i].disk.stable = Some((seq, app_digest, signed));
         self.report.stable_checkpoints += 1;
+        self.collect_log(i, seq);
         self.store_pulse(i, seq, app_digest, &certificate);
         let agreed = *self.checkpoints.entry(seq).or_insert(app_digest);
         if agreed != app_digest {
@@ -711,3 +719,6 @@ mod drive;
 mod gossip_loop;
 mod lockchain_loop;
 mod observe;
+mod transfer_loop;
+
+pub use transfer_loop::Transfer;

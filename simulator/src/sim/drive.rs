@@ -83,6 +83,23 @@ impl Sim {
                     self.send(Some(to), from, NetMsg::Committed(batches));
                 }
             }
+            NetMsg::FetchSnapshot(seq) => {
+                let Some(from) = from else { return };
+                self.serve_snapshot(from, to, seq);
+            }
+            NetMsg::SnapshotOffer(offer) => {
+                let Some(from) = from else { return };
+                let (pulse, manifest) = *offer;
+                self.on_snapshot_offer(from, to, pulse, manifest);
+            }
+            NetMsg::FetchChunk(seq, index) => {
+                let Some(from) = from else { return };
+                self.serve_chunk(from, to, seq, index);
+            }
+            NetMsg::Chunk(seq, index, bytes) => {
+                let Some(from) = from else { return };
+                self.on_chunk(from, to, seq, index, bytes);
+            }
             NetMsg::Committed(batches) => {
                 let Some(from) = from else { return };
                 for batch in batches {
@@ -224,6 +241,13 @@ impl Sim {
             }
         }
         self.check_checkpoint_state(i, batch.seq, head);
+        if batch
+            .seq
+            .0
+            .is_multiple_of(self.nodes[i].config.checkpoint_interval)
+        {
+            self.take_snapshot(i, batch.seq);
+        }
         let node = &mut self.nodes[i];
         node.disk
             .committed
