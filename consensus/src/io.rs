@@ -91,6 +91,18 @@ pub enum Input {
         /// newer than any checkpoint this replica heard of can be installed.
         certificate: Vec<(ReplicaId, Signature)>,
     },
+    /// The driver vouches that the checkpoint at `seq` (at or below the
+    /// stable one, never computed here: a state transfer skipped it) has
+    /// `app_digest`, because a certified later pulse header hash-links to
+    /// it. The replica signs that CHECKPOINT and collects the others' like
+    /// an orphan's, so the skipped pulse still gets its quorum certificate
+    /// even while `f` replicas withhold theirs.
+    EndorseCheckpoint {
+        /// The checkpoint.
+        seq: SeqNum,
+        /// Its digest, as the certified successor names it.
+        app_digest: Digest,
+    },
     /// A committed batch asked for with [`Output::FetchCommitted`].
     CommittedBatch {
         /// The peer that served it.

@@ -250,3 +250,51 @@ fn a_checkpoint_skipped_by_a_later_stable_one_still_gets_its_certificate() {
         assert!(signers >= 3, "a quorum of signers");
     }
 }
+
+#[test]
+fn an_endorsed_checkpoint_gets_its_certificate_while_f_withhold() {
+    // Replica 2 (Byzantine) never sends its CHECKPOINT for seq 4 and
+    // replica 3's is lost too (as if it had skipped seq 4 by state
+    // transfer): 8 becomes stable, 4 has only two votes. Replica 3 then
+    // vouches for 4 by the hash link of a certified successor
+    // (Input::EndorseCheckpoint): the replicas that computed 4 now
+    // collect a quorum and certify it.
+    let mut c = Cluster::new(4);
+    c.drop_if = |m| {
+        matches!(m, WireMessage::Signed(s)
+            if matches!(&s.message, Message::Checkpoint(cp)
+                if cp.seq == SeqNum(4) && cp.replica.0 >= 2))
+    };
+    c.submit((0..32).map(request));
+    c.run(60);
+    assert_eq!(c.replicas[0].low_watermark(), SeqNum(8));
+    let late = |c: &Cluster, i: usize| -> Vec<(SeqNum, usize)> {
+        c.outputs[i]
+            .iter()
+            .filter_map(|o| match o {
+                Output::CheckpointCertified {
+                    seq, certificate, ..
+                } => Some((*seq, certificate.len())),
+                _ => None,
+            })
+            .collect()
+    };
+    assert!(late(&c, 0).is_empty(), "two votes are not a quorum");
+    c.drop_if = |m| {
+        matches!(m, WireMessage::Signed(s)
+            if matches!(&s.message, Message::Checkpoint(cp)
+                if cp.seq == SeqNum(4) && cp.replica.0 == 2))
+    };
+    let digest = c.app_at[0][&SeqNum(4)];
+    c.step(
+        3,
+        Input::EndorseCheckpoint {
+            seq: SeqNum(4),
+            app_digest: digest,
+        },
+    );
+    c.run(40);
+    for i in [0, 1] {
+        assert_eq!(late(&c, i), vec![(SeqNum(4), 3)], "replica {i}");
+    }
+}

@@ -508,6 +508,8 @@ pub struct Node {
     pub pending_snapshots: BTreeMap<SeqNum, AppSnapshot>,
     /// A state transfer in progress (volatile).
     pub transfer: Option<crate::sim::Transfer>,
+    /// Set if the replica is Byzantine this seed (its adversary).
+    pub byzantine: Option<Box<crate::sim::ByzantineRole>>,
     /// Whether it is running (false between a crash and its restart).
     pub up: bool,
     /// Its configuration, to restart it.
@@ -535,6 +537,7 @@ impl Node {
             lockchain_sync_scheduled: false,
             pending_snapshots: BTreeMap::new(),
             transfer: None,
+            byzantine: None,
         }
     }
 

@@ -24,11 +24,33 @@ pub enum FaultKind {
     /// Replicas serving a state transfer flip a byte in some chunks (a
     /// faulty or lying server): each must be refused and re-fetched.
     CorruptChunk,
+    /// A Byzantine primary sends different batches for one seq.
+    Equivocate,
+    /// A Byzantine replica votes for digests it never saw and hides its
+    /// prepared certificates in VIEW-CHANGEs.
+    ConflictingVotes,
+    /// A Byzantine replica's signatures have flipped bits.
+    BadSignatures,
+    /// A Byzantine replica sends nothing.
+    Silent,
+    /// A Byzantine replica sends old messages again.
+    Replay,
+    /// A Byzantine primary proposes requests whose payloads it withholds.
+    WithholdPayloads,
+    /// A Byzantine primary picks batch times at the edge of the skew window.
+    SkewEdge,
+    /// A Byzantine replica sends far more than its share.
+    Flood,
+    /// A Byzantine identity is run by two replicas at once (Twins).
+    Twins,
+    /// Clients with bad signatures, replayed or reused request numbers,
+    /// numbers out of order, requests at and beyond the limits.
+    ByzantineClients,
 }
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 8] = [
+    pub const ALL: [FaultKind; 18] = [
         FaultKind::Drop,
         FaultKind::Delay,
         FaultKind::Duplicate,
@@ -37,7 +59,30 @@ impl FaultKind {
         FaultKind::Skew,
         FaultKind::Crash,
         FaultKind::CorruptChunk,
+        FaultKind::Equivocate,
+        FaultKind::ConflictingVotes,
+        FaultKind::BadSignatures,
+        FaultKind::Silent,
+        FaultKind::Replay,
+        FaultKind::WithholdPayloads,
+        FaultKind::SkewEdge,
+        FaultKind::Flood,
+        FaultKind::Twins,
+        FaultKind::ByzantineClients,
     ];
+
+    /// Network faults and skew: no crash, no liar.
+    pub fn is_benign(self) -> bool {
+        matches!(
+            self,
+            FaultKind::Drop
+                | FaultKind::Delay
+                | FaultKind::Duplicate
+                | FaultKind::Reorder
+                | FaultKind::Partition
+                | FaultKind::Skew
+        )
+    }
 
     /// Its name on the command line and in the summary.
     pub fn name(self) -> &'static str {
@@ -50,6 +95,16 @@ impl FaultKind {
             FaultKind::Skew => "skew",
             FaultKind::Crash => "crash",
             FaultKind::CorruptChunk => "corrupt-chunk",
+            FaultKind::Equivocate => "equivocate",
+            FaultKind::ConflictingVotes => "conflicting-votes",
+            FaultKind::BadSignatures => "bad-signatures",
+            FaultKind::Silent => "silent",
+            FaultKind::Replay => "replay",
+            FaultKind::WithholdPayloads => "withhold-payloads",
+            FaultKind::SkewEdge => "skew-edge",
+            FaultKind::Flood => "flood",
+            FaultKind::Twins => "twins",
+            FaultKind::ByzantineClients => "byzantine-clients",
         }
     }
 }
@@ -66,7 +121,7 @@ impl FaultSet {
         FaultSet(
             FaultKind::ALL
                 .into_iter()
-                .filter(|k| !matches!(k, FaultKind::Crash | FaultKind::CorruptChunk))
+                .filter(|k| k.is_benign())
                 .collect(),
         )
     }
@@ -88,6 +143,14 @@ impl FromStr for FaultSet {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "benign" => return Ok(FaultSet::benign()),
+            "byzantine" => {
+                return Ok(FaultSet(
+                    FaultKind::ALL
+                        .into_iter()
+                        .filter(|k| !k.is_benign() && *k != FaultKind::Crash)
+                        .collect(),
+                ))
+            }
             "all" => return Ok(FaultSet::all()),
             "none" | "" => return Ok(FaultSet(BTreeSet::new())),
             _ => {}
@@ -164,6 +227,9 @@ pub struct SimOptions {
     pub mutation: consensus::Mutation,
     /// The replicas that run `mutation`; empty means every replica.
     pub mutated_replicas: Vec<usize>,
+    /// Scenario tests: these replicas are Byzantine with every enabled
+    /// Byzantine kind (instead of a random draw of at most `f`).
+    pub byzantine: Vec<usize>,
 }
 
 impl SimOptions {
@@ -184,6 +250,7 @@ impl SimOptions {
             workload: crate::workload::Workload::default(),
             mutation: consensus::Mutation::None,
             mutated_replicas: Vec::new(),
+            byzantine: Vec::new(),
         }
     }
 

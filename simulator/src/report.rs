@@ -74,6 +74,8 @@ pub struct SeedReport {
     pub late_certificates: u64,
     /// State transfers completed (a checked snapshot installed).
     pub state_transfers: u64,
+    /// The replicas that were Byzantine this seed.
+    pub byzantine_replicas: Vec<usize>,
     /// Snapshot chunks refused during state transfers.
     pub chunks_rejected: u64,
 }
@@ -129,6 +131,8 @@ pub struct Summary {
     pub late_certificates: u64,
     /// State transfers completed, summed over the seeds.
     pub state_transfers: u64,
+    /// Byzantine replicas, summed over the seeds.
+    pub byzantine_replicas: u64,
     /// Snapshot chunks refused, summed over the seeds.
     pub chunks_rejected: u64,
 }
@@ -153,6 +157,7 @@ impl Summary {
         self.lockchain_fetches += r.lockchain_fetches;
         self.late_certificates += r.late_certificates;
         self.state_transfers += r.state_transfers;
+        self.byzantine_replicas += r.byzantine_replicas.len() as u64;
         self.chunks_rejected += r.chunks_rejected;
         for (k, v) in &r.faults {
             *self.faults.entry(k).or_default() += v;
@@ -203,6 +208,7 @@ impl Summary {
             "lockchain_fetches": self.lockchain_fetches,
             "late_certificates": self.late_certificates,
             "state_transfers": self.state_transfers,
+            "byzantine_replicas": self.byzantine_replicas,
             "chunks_rejected": self.chunks_rejected,
         })
     }

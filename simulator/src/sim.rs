@@ -76,6 +76,12 @@ enum Event {
     ClientTick(usize),
     LockchainSync(usize),
     TransferTimeout(usize, u64),
+    Withhold(usize),
+    TwinTimer {
+        node: usize,
+        kind: TimerKind,
+    },
+    ByzantineClientTick(usize),
     Partition(Option<Vec<bool>>),
     Heal,
     Crash(usize),
@@ -127,6 +133,11 @@ pub struct Sim {
     report: SeedReport,
     trace: Hasher,
     observed: observe::Observed,
+    /// This seed's misbehaving clients.
+    byzantine_clients: Vec<byzantine::ByzantineClient>,
+    /// `QLOCK_SIM_LIVE_TRACE` is set: every trace line also goes to stderr
+    /// as it happens (a run that panics keeps its trace).
+    live_trace: bool,
 }
 
 /// The gossip configuration: the defaults (the ones qlockd runs with), the
@@ -259,6 +270,8 @@ impl Sim {
             report,
             trace: Hasher::new(Domain::Test),
             observed: observe::Observed::default(),
+            byzantine_clients: Vec::new(),
+            live_trace: std::env::var_os("QLOCK_SIM_LIVE_TRACE").is_some(),
         }
     }
 
@@ -268,6 +281,9 @@ impl Sim {
     }
 
     fn trace(&mut self, line: String) {
+        if self.live_trace {
+            eprintln!("{line}");
+        }
         self.trace.update(line.as_bytes());
         if self.opts.keep_trace {
             self.report.trace.extend_from_slice(line.as_bytes());
@@ -297,10 +313,12 @@ impl Sim {
     fn simulate(&mut self) {
         let end_safety = START_MICROS + self.opts.safety_micros;
         let deadline = end_safety + self.opts.liveness_micros;
+        self.draw_byzantine();
         for i in 0..self.nodes.len() {
             self.step(i, Input::Start);
             self.report_deadline(i);
         }
+        self.start_byzantine();
         for c in 0..self.clients.len() {
             let at = self.now + self.rng.gen_range(0..CLIENT_TICK_MICROS);
             self.schedule(at, Event::ClientTick(c));
@@ -397,15 +415,22 @@ impl Sim {
             }
         }
         if !self.done() {
-            let n = self.nodes.len();
+            let n = self.correct_count();
+            let correct_executions = |d: &Digest| {
+                self.executions
+                    .get(d)
+                    .map_or(0, |who| who.iter().filter(|j| self.correct(**j)).count())
+            };
             let pending: Vec<String> = self
                 .submitted
                 .iter()
-                .filter(|d| self.executions.get(*d).map_or(0, BTreeSet::len) < n)
+                .filter(|d| correct_executions(d) < n)
                 .take(5)
                 .map(|d| {
-                    let k = self.executions.get(d).map_or(0, BTreeSet::len);
-                    format!("request {d:?} executed by {k}/{n} replicas at the liveness deadline")
+                    let k = correct_executions(d);
+                    format!(
+                        "request {d:?} executed by {k}/{n} correct replicas at the liveness deadline"
+                    )
                 })
                 .collect();
             self.report.liveness_failures = pending;
@@ -416,6 +441,7 @@ impl Sim {
             }
         }
         self.finish_checks();
+        self.check_bounds();
         self.finish_lockchain();
         self.report.trace_digest = self.trace.finalize().to_hex();
     }
@@ -448,6 +474,9 @@ impl Sim {
             Event::ClientTick(c) => self.client_tick(c),
             Event::LockchainSync(node) => self.lockchain_sync(node),
             Event::TransferTimeout(node, attempt) => self.transfer_timeout(node, attempt),
+            Event::Withhold(node) => self.withhold(node),
+            Event::TwinTimer { node, kind } => self.twin_timer(node, kind),
+            Event::ByzantineClientTick(c) => self.byzantine_client_tick(c),
             Event::Crash(node) => self.crash(node),
             Event::Restart(node) => self.restart(node),
             Event::Partition(groups) => self.start_partition(groups),
@@ -465,8 +494,11 @@ impl Sim {
 
     /// Crashes `i` unless that would take down more than f replicas.
     fn crash(&mut self, i: usize) {
-        let down = self.nodes.iter().filter(|n| !n.up).count();
-        if !self.nodes[i].up || down >= self.membership.f() {
+        // At most f faulty at once: the crashed and the Byzantine.
+        let faulty = (0..self.nodes.len())
+            .filter(|j| !self.nodes[*j].up || !self.correct(*j))
+            .count();
+        if !self.nodes[i].up || !self.correct(i) || faulty >= self.membership.f() {
             return;
         }
         self.trace(format!("{} crash {i}", self.now));
@@ -537,6 +569,11 @@ impl Sim {
     /// Feeds one input to replica `i` and carries out everything it asks
     /// for, including inputs that follow at once (execution results).
     fn step(&mut self, i: usize, input: Input) {
+        if let Input::RequestReady { digest } = &input {
+            if self.has_twin(i) {
+                self.twin_step(i, Input::RequestReady { digest: *digest });
+            }
+        }
         let mut work = VecDeque::from([input]);
         while let Some(input) = work.pop_front() {
             let local = self.nodes[i].local(self.now);
@@ -549,6 +586,13 @@ impl Sim {
 
     fn apply(&mut self, i: usize, output: Output, work: &mut VecDeque<Input>) {
         match output {
+            Output::Send { to, message } if !self.correct(i) => {
+                self.byzantine_send(i, vec![to.index()], message)
+            }
+            Output::Broadcast { message } if !self.correct(i) => {
+                let to = (0..self.nodes.len()).filter(|j| *j != i).collect();
+                self.byzantine_send(i, to, message);
+            }
             Output::Send { to, message } => {
                 self.check_persisted(i, &message);
                 self.observe(i, &message);
@@ -604,10 +648,16 @@ impl Sim {
                 app_digest,
                 certificate,
             } => {
-                self.report.late_certificates += 1;
-                self.store_pulse(i, seq, app_digest, &certificate);
+                // An endorsed checkpoint's header was never computed here:
+                // the replicas that computed it store the certificate, and
+                // the lockchain sync brings it.
+                if self.nodes[i].app.pulses.headers.contains_key(&seq) {
+                    self.report.late_certificates += 1;
+                    self.store_pulse(i, seq, app_digest, &certificate);
+                }
             }
             Output::FetchState { seq, .. } => self.start_transfer(i, seq),
+            Output::StateDiverged { .. } if !self.correct(i) => {}
             Output::StateDiverged { seq, .. } => {
                 self.violation(format!(
                     "replica {i} diverged from the certified state at {seq:?}"
@@ -674,6 +724,9 @@ impl Sim {
         self.report.stable_checkpoints += 1;
         self.collect_log(i, seq);
         self.store_pulse(i, seq, app_digest, &certificate);
+        if !self.correct(i) {
+            return;
+        }
         let agreed = *self.checkpoints.entry(seq).or_insert(app_digest);
         if agreed != app_digest {
             self.violation(format!(
@@ -714,6 +767,7 @@ impl Sim {
     }
 }
 
+mod byzantine;
 mod checkers;
 mod drive;
 mod gossip_loop;
@@ -721,4 +775,5 @@ mod lockchain_loop;
 mod observe;
 mod transfer_loop;
 
+pub use byzantine::ByzantineRole;
 pub use transfer_loop::Transfer;

@@ -221,6 +221,10 @@ impl Replica {
             return;
         };
         let digest = pp.batch.digest();
+        // A seq with a committed batch is never proposed again, should we
+        // become primary before executing it (after a state transfer the
+        // log above the installed checkpoint can hold such slots).
+        self.next_seq = self.next_seq.max(pp.seq);
         let old = self.log.remove(&pp.seq).unwrap_or_default();
         let mut released = Vec::new();
         if let Some((_, b, _)) = &old.pre_prepare {

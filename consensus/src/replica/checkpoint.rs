@@ -226,6 +226,27 @@ impl Replica {
         });
     }
 
+    /// The driver vouches for a skipped checkpoint (see
+    /// [`crate::Input::EndorseCheckpoint`]): sign it and collect votes.
+    pub(super) fn on_endorse_checkpoint(&mut self, seq: SeqNum, digest: Digest) {
+        let aligned = seq.0 > 0 && seq.0.is_multiple_of(self.cfg.checkpoint_interval);
+        if !aligned || seq > self.low || self.orphans.contains_key(&seq) {
+            return;
+        }
+        let id = self.cfg.id;
+        let signed = self.sign(Message::Checkpoint(Checkpoint {
+            seq,
+            app_digest: digest,
+            replica: id,
+        }));
+        let votes = BTreeMap::from([(id, signed.clone())]);
+        self.orphans.insert(seq, Orphan { digest, votes });
+        while self.orphans.len() > self.cfg.orphan_checkpoints_max {
+            self.orphans.pop_first();
+        }
+        self.broadcast(signed);
+    }
+
     /// Each status tick: our own votes for orphans go out again (a lost
     /// CHECKPOINT is otherwise never resent once a later one is stable).
     pub(super) fn resend_orphan_votes(&mut self) {

@@ -144,6 +144,8 @@ pub struct Replica {
     /// Own checkpoints at or below `low` still waiting for their quorum
     /// certificate (bounded by `orphan_checkpoints_max`).
     orphans: BTreeMap<SeqNum, Orphan>,
+    /// A NEW-VIEW is being installed: no proposal until its log is set up.
+    installing_view: bool,
 }
 
 /// An own checkpoint skipped by a later stable one, still collecting
@@ -196,6 +198,7 @@ impl Replica {
             diverged_reported: SeqNum(0),
             stalled_ticks: 0,
             orphans: BTreeMap::new(),
+            installing_view: false,
         })
     }
 
@@ -223,6 +226,9 @@ impl Replica {
                 self.try_propose();
             }
             Input::CommittedBatch { from, batch } => self.on_committed_batch(from, batch),
+            Input::EndorseCheckpoint { seq, app_digest } => {
+                self.on_endorse_checkpoint(seq, app_digest)
+            }
             Input::StateInstalled {
                 seq,
                 app_digest,

@@ -15,6 +15,11 @@ impl Replica {
     /// partial one when the batch delay has run out; several in flight up
     /// to the high watermark (§4.2, "batching" in TOCS §5.1).
     pub(super) fn try_propose(&mut self) {
+        if self.installing_view {
+            // The new view's log and next seq are not set up yet; the
+            // installation proposes once they are.
+            return;
+        }
         if !self.is_primary() || !self.view_active {
             self.batch_deadline = None;
             return;

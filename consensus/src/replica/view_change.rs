@@ -379,6 +379,13 @@ impl Replica {
     /// stable checkpoint's certificate, accept the re-proposals (exempt
     /// from the clock-skew check: their times were checked when fresh).
     fn install_view(&mut self, nv: NewView, primary: bool) {
+        self.installing_view = true;
+        self.install_view_log(nv, primary);
+        self.installing_view = false;
+        self.try_propose();
+    }
+
+    fn install_view_log(&mut self, nv: NewView, primary: bool) {
         self.view = nv.view;
         self.view_active = true;
         self.progress_at = self.now;
@@ -412,7 +419,6 @@ impl Replica {
         }
         self.next_seq = max_s.max(self.last_executed).max(self.low);
         self.out.push(Output::ViewInstalled { view: nv.view });
-        self.try_propose();
     }
 
     /// Keeps a certificate for a checkpoint above ours, so it becomes

@@ -55,8 +55,13 @@ impl Sim {
                 let Some(from) = from else { return };
                 match WireMessage::decode(&bytes, self.message_bytes_max) {
                     Ok(message) => {
+                        let twin = self.to_twin(from, to);
                         let from = ReplicaId(from as u16);
-                        self.step(to, Input::Peer { from, message });
+                        if twin {
+                            self.twin_step(to, Input::Peer { from, message });
+                        } else {
+                            self.step(to, Input::Peer { from, message });
+                        }
                     }
                     Err(_) => self.count_rejection("undecodable"),
                 }
@@ -107,6 +112,25 @@ impl Sim {
                     let from = ReplicaId(from as u16);
                     self.step(to, Input::CommittedBatch { from, batch });
                 }
+            }
+        }
+    }
+
+    /// Replica `i` executed request `d` (or installed a state with it); a
+    /// request counts as executed everywhere once every correct replica
+    /// did (a Byzantine one may never).
+    pub(super) fn mark_executed(&mut self, i: usize, d: primitives::Digest) {
+        let correct = self.correct_count();
+        // Only the correct clients' requests are owed to everyone.
+        let is_correct = self.correct(i) && self.submitted.contains(&d);
+        let who = self.executions.entry(d).or_default();
+        if who.insert(i) && is_correct {
+            let done = who
+                .iter()
+                .filter(|j| self.nodes[**j].byzantine.is_none())
+                .count();
+            if done == correct {
+                self.executed_everywhere += 1;
             }
         }
     }
@@ -203,6 +227,7 @@ impl Sim {
     /// The application executes a committed batch; the checkers look at it.
     pub(super) fn execute(&mut self, i: usize, batch: ExecuteBatch, work: &mut VecDeque<Input>) {
         let node = &self.nodes[i];
+        let correct = self.correct(i);
         let mut problems = Vec::new();
         if batch.seq != node.app.last_seq.next() {
             problems.push(format!(
@@ -222,7 +247,7 @@ impl Sim {
                 batch.seq
             ));
         }
-        for p in problems {
+        for p in problems.into_iter().filter(|_| correct) {
             self.violation(p);
         }
         let node = &mut self.nodes[i];
@@ -235,12 +260,14 @@ impl Sim {
             node.app
                 .apply(batch.seq, batch.time, &batch.digests, &node.disk.payloads);
         let head = node.app.head;
-        if let Some(outcome) = outcome {
+        if let Some(outcome) = outcome.filter(|_| correct) {
             if !self.agreed.contains_key(&batch.seq) {
                 self.on_committed_outcome(batch.seq, &outcome);
             }
         }
-        self.check_checkpoint_state(i, batch.seq, head);
+        if correct {
+            self.check_checkpoint_state(i, batch.seq, head);
+        }
         if batch
             .seq
             .0
@@ -252,15 +279,13 @@ impl Sim {
         node.disk
             .committed
             .insert(batch.seq, batch.certificate.clone());
-        let n = self.nodes.len();
         for d in fresh {
-            let who = self.executions.entry(d).or_default();
-            if who.insert(i) && who.len() == n {
-                self.executed_everywhere += 1;
-            }
+            self.mark_executed(i, d);
         }
-        self.check_agreement(i, &batch, head);
-        self.check_certificate(i, &batch);
+        if correct {
+            self.check_agreement(i, &batch, head);
+            self.check_certificate(i, &batch);
+        }
         self.report.batches = self.report.batches.max(batch.seq.0);
         self.trace(format!("{} exec {i} {:?} {head:?}", self.now, batch.seq));
         // At a checkpoint seq, the pulse header's digest (what the

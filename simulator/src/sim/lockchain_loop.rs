@@ -33,6 +33,9 @@ impl Sim {
         app_digest: Digest,
         certificate: &[(ReplicaId, Signature)],
     ) {
+        if !self.correct(i) {
+            return; // A Byzantine replica's chain is nobody's evidence.
+        }
         let Some(header) = self.nodes[i].app.pulses.headers.get(&seq).copied() else {
             // Consensus makes a checkpoint stable only after executing it,
             // and the application computes the header on execution.
@@ -170,15 +173,31 @@ impl Sim {
                 )),
                 // Not computed here (a state transfer skipped it): kept if
                 // it links to a stored neighbour and conflicts with none.
-                None if self.links_into_chain(to, &pulse) => self.put_pulse(to, pulse),
+                None if self.links_into_chain(to, &pulse) => {
+                    let header = pulse.header;
+                    self.put_pulse(to, pulse);
+                    self.endorse_predecessor(to, &header);
+                }
                 None => self.count_rejection("lockchain_pulse_unlinked"),
             }
         }
     }
 
-    /// Whether no replica that is up has a gap in its lockchain.
+    /// Whether every correct replica that is up has a lockchain without
+    /// gaps, at most one pulse (in flight) behind the longest.
     pub(super) fn lockchains_settled(&self) -> bool {
-        (0..self.nodes.len()).all(|i| !self.nodes[i].up || self.first_gap(i).is_none())
+        let live = |i: &usize| self.nodes[*i].up && self.correct(*i);
+        let highest = |i: usize| {
+            self.nodes[i]
+                .disk
+                .lockchain
+                .last_key_value()
+                .map_or(0, |(p, _)| p.0)
+        };
+        let longest = (0..self.nodes.len()).filter(live).map(highest).max();
+        (0..self.nodes.len())
+            .filter(live)
+            .all(|i| self.first_gap(i).is_none() && highest(i) + 1 >= longest.unwrap_or(0))
     }
 
     /// The lockchain checkers, at the end of a run.
@@ -187,6 +206,9 @@ impl Sim {
         let mut liveness = Vec::new();
         let mut checked = 0;
         for (i, node) in self.nodes.iter().enumerate() {
+            if node.byzantine.is_some() {
+                continue;
+            }
             let chain: Vec<PulseCertificate> = node.disk.lockchain.values().cloned().collect();
             for (k, pulse) in chain.iter().enumerate() {
                 if pulse.header.pulse != PulseNumber(k as u64 + 1) {

@@ -50,6 +50,24 @@ impl Sim {
         }
     }
 
+    /// What a Byzantine replica (or a twin) really sent: recorded for the
+    /// quorum counts, never checked (it may break every rule).
+    pub(super) fn observe_sent(&mut self, i: usize, message: &WireMessage) {
+        let WireMessage::Signed(signed) = message else {
+            return;
+        };
+        match &signed.message {
+            Message::PrePrepare(pp) => {
+                let digests = pp.batch.digests.clone();
+                self.observed.batches.insert(pp.batch.digest(), digests);
+            }
+            Message::Commit(v) if v.replica.index() == i => {
+                self.observe_commit(i, v.view, v.seq, v.batch)
+            }
+            _ => {}
+        }
+    }
+
     /// DESIGN.md step 4: a PREPARE vouches that the sender holds and has
     /// validated every payload of the batch.
     fn check_prepare(&mut self, i: usize, seq: SeqNum, batch: Digest) {

@@ -124,6 +124,7 @@ impl Sim {
             .as_ref()
             .map_or(t.target, |o| o.pulse.header.last_seq);
         let (peer, attempt) = (t.peer, t.attempt);
+        self.trace(format!("{now} transfer-ask {i} {peer} {} {attempt}", seq.0));
         self.send(Some(i), peer, NetMsg::FetchSnapshot(seq));
         self.schedule(
             now + TRANSFER_STEP_MICROS,
@@ -149,6 +150,13 @@ impl Sim {
             let pulse = node.disk.lockchain.get(&s.header.pulse)?;
             (s.header.last_seq >= seq).then(|| (pulse.clone(), s.manifest.clone()))
         });
+        let have = node.disk.snapshot.as_ref().map(|s| s.header.last_seq);
+        self.trace(format!(
+            "{} snapshot-asked {to} by {from} for {} have {have:?} offer {}",
+            self.now,
+            seq.0,
+            offer.is_some()
+        ));
         if let Some((pulse, manifest)) = offer {
             self.send(
                 Some(to),
@@ -317,12 +325,8 @@ impl Sim {
             ));
         }
         let snapshot = app.snapshot(header);
-        let n = self.nodes.len();
         for d in &app.executed {
-            let who = self.executions.entry(*d).or_default();
-            if who.insert(i) && who.len() == n {
-                self.executed_everywhere += 1;
-            }
+            self.mark_executed(i, *d);
         }
         let node = &mut self.nodes[i];
         node.app = app;
@@ -347,6 +351,28 @@ impl Sim {
             },
         );
         self.report_deadline(i);
+        self.endorse_predecessor(i, &header);
+    }
+
+    /// Replica `i` holds the certified `header` but never computed the
+    /// pulse before it: vouch for that one by the hash link, so it still
+    /// gets its quorum certificate.
+    pub(super) fn endorse_predecessor(&mut self, i: usize, header: &lockchain::PulseHeader) {
+        if header.pulse.0 < 2 {
+            return;
+        }
+        let below = primitives::PulseNumber(header.pulse.0 - 1);
+        if self.nodes[i].disk.lockchain.contains_key(&below) {
+            return;
+        }
+        let seq = SeqNum(header.first_seq.0 - 1);
+        self.step(
+            i,
+            Input::EndorseCheckpoint {
+                seq,
+                app_digest: header.previous,
+            },
+        );
     }
 
     /// At replica `i`, checkpoint `seq` executed: keep the snapshot until
