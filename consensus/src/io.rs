@@ -216,10 +216,14 @@ pub enum Output {
     /// install it, then answer [`Input::StateInstalled`]. Repeated while the
     /// replica stays behind; a newer request supersedes an older one.
     FetchState {
-        /// The checkpoint.
+        /// The lowest checkpoint wanted.
         seq: SeqNum,
-        /// The application digest a quorum certified there.
-        app_digest: Digest,
+        /// The application digest a quorum certified there, if this
+        /// replica holds that quorum; `None` when the target comes from
+        /// peers' STATUS (f + 1 of them report a stable checkpoint that
+        /// high): the served snapshot's quorum certificate is then all the
+        /// proof, and the replica checks it at [`Input::StateInstalled`].
+        app_digest: Option<Digest>,
     },
     /// A checkpoint below the stable one got its quorum certificate late
     /// (a later checkpoint became stable first). Nothing changes for

@@ -550,6 +550,7 @@ impl Node {
         self.timers.clear();
         self.disk.pending.clear();
         self.sync_scheduled = false;
+        self.lockchain_sync_scheduled = false;
         self.pending_snapshots.clear();
         self.transfer = None;
     }

@@ -531,6 +531,10 @@ impl Sim {
         self.nodes[i].restart(gossip);
         self.step(i, Input::Start);
         self.report_deadline(i);
+        // A chain with a gap on disk (a transfer skipped pulses) is filled
+        // after the restart too.
+        self.nodes[i].lockchain_sync_scheduled = true;
+        self.schedule(self.now, Event::LockchainSync(i));
         for j in (0..n).filter(|j| *j != i) {
             if self.nodes[j].up {
                 self.gossip_then_step(j, gossip::InEvent::PeerUp(ReplicaId(i as u16)));

@@ -389,6 +389,12 @@ impl Replica {
             batch: *digest,
             replica: id,
         };
+        if self.log.get(&seq).is_some_and(|s| s.committed) {
+            // Committed already (by a fetched certificate, perhaps of an
+            // earlier view): our vote would only overwrite one of the
+            // certificate's.
+            return;
+        }
         let signed = self.sign(Message::Commit(vote));
         let slot = self.log.get_mut(&seq).expect("checked above");
         slot.commits.insert(id, (vote, signed.signature));
@@ -418,9 +424,21 @@ impl Replica {
                 return;
             }
             let time = batch.batch_time.max(self.last_time.next_tick());
+            let Message::PrePrepare(pp) = &signed.message else {
+                unreachable!("a slot holds a PRE-PREPARE");
+            };
+            // Only COMMITs of the PRE-PREPARE's own view certify it.
+            let commits: Vec<SignedMessage> = certificate(&slot.commits, *digest, true)
+                .into_iter()
+                .filter(|s| matches!(&s.message, Message::Commit(v) if v.view == pp.view))
+                .collect();
+            assert!(
+                commits.len() >= self.quorum(),
+                "executing {seq:?} without a commit certificate of its view"
+            );
             let certificate = CommittedBatch {
                 pre_prepare: signed.clone(),
-                commits: certificate(&slot.commits, *digest, true),
+                commits,
             };
             self.out.push(Output::Execute(ExecuteBatch {
                 seq,

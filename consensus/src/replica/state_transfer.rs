@@ -16,13 +16,31 @@ use primitives::{keys, Digest, HlcTimestamp, ReplicaId, SeqNum, Signature};
 use std::collections::BTreeSet;
 
 impl Replica {
-    /// The highest checkpoint above our state that a quorum certified.
-    fn transfer_target(&self) -> Option<(SeqNum, Digest)> {
+    /// The checkpoint to transfer to: the highest above our state that a
+    /// quorum certified here, or — if higher — the stable checkpoint that
+    /// f + 1 peers report in STATUS (so at least one correct replica has
+    /// it; a Byzantine peer alone cannot send us chasing a seq that does
+    /// not exist). The second covers a replica that cannot assemble the
+    /// quorum itself because a liar's conflicting vote got there first.
+    fn transfer_target(&self) -> Option<(SeqNum, Option<Digest>)> {
         let from = self.last_applied.next();
         let seqs: Vec<SeqNum> = self.checkpoints.range(from..).map(|(s, _)| *s).collect();
-        seqs.into_iter()
+        let certified = seqs
+            .into_iter()
             .rev()
-            .find_map(|seq| self.certified(seq).map(|(digest, _)| (seq, digest)))
+            .find_map(|seq| self.certified(seq).map(|(digest, _)| (seq, Some(digest))));
+        let mut stables: Vec<SeqNum> = self.peers.iter().flatten().map(|s| s.stable).collect();
+        stables.sort_unstable_by(|a, b| b.cmp(a));
+        let reported = stables
+            .get(self.cfg.membership.f())
+            .copied()
+            .filter(|s| *s > self.last_applied)
+            .map(|s| (s, None));
+        match (certified, reported) {
+            (Some(c), Some(r)) if r.0 > c.0 => Some(r),
+            (Some(c), _) => Some(c),
+            (None, r) => r,
+        }
     }
 
     /// At a status tick without progress: after `state_transfer_after_ticks`

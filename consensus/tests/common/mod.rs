@@ -64,7 +64,7 @@ pub struct Cluster {
     pub state_transfers: Vec<u64>,
     /// Requested state transfers, carried out once the current input's
     /// work is done (as a real driver's transfer completes later).
-    pending_installs: Vec<(usize, SeqNum, Digest)>,
+    pending_installs: Vec<(usize, SeqNum, Option<Digest>)>,
 }
 
 impl Cluster {
@@ -121,15 +121,20 @@ impl Cluster {
 
     /// Installs the state at `seq` from a peer holding it, unless the
     /// replica got there meanwhile (then the transfer is moot).
-    fn install(&mut self, i: usize, seq: SeqNum, app_digest: Digest) {
+    fn install(&mut self, i: usize, seq: SeqNum, wanted: Option<Digest>) {
         if self.replicas[i].last_executed() >= seq {
             return;
         }
         let n = self.replicas.len();
-        let Some(j) = (0..n).find(|j| *j != i && self.app_at[*j].get(&seq) == Some(&app_digest))
-        else {
+        let Some(j) = (0..n).find(|j| {
+            *j != i
+                && self.app_at[*j]
+                    .get(&seq)
+                    .is_some_and(|d| wanted.is_none_or(|w| w == *d))
+        }) else {
             return;
         };
+        let app_digest = self.app_at[j][&seq];
         let time = self.executed[j]
             .iter()
             .find(|b| b.seq == seq)

@@ -162,9 +162,19 @@ impl Sim {
             .collect();
         let quorum = self.membership.quorum();
         if signers.len() < quorum {
+            let votes: Vec<String> = batch
+                .certificate
+                .commits
+                .iter()
+                .map(|s| match &s.message {
+                    Message::Commit(v) => format!("{:?}@{:?}", v.replica, v.view),
+                    _ => "?".into(),
+                })
+                .collect();
             self.violation(format!(
-                "replica {i} executed {:?} with {} of {quorum} COMMITs",
+                "replica {i} executed {:?} ({:?}) with {} of {quorum} COMMITs: {votes:?}",
                 batch.seq,
+                pp.view,
                 signers.len()
             ));
         }
