@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Runs every check CI runs, on a fresh Debian machine too: installs what is
 # missing (clang and libclang-dev for RocksDB's bindings, strace for the
-# storage sync test), then formatting, clippy, the architecture boundary
-# check, the whole test suite and a seed range of the simulator.
+# storage sync test, prometheus for the promtool checks of
+# scripts/prometheus/), then formatting, clippy, the architecture boundary
+# check, the whole test suite (the end-to-end tests on real qlockd
+# processes included) and a seed range of the simulator.
 #
 # Set CARGO_TARGET_DIR to reuse a build cache (CI does, see .ci/run).
 set -euo pipefail
@@ -27,7 +29,7 @@ build_tests() {
 }
 
 start=$SECONDS
-step "system packages" ensure_debian_packages clang libclang-dev strace
+step "system packages" ensure_debian_packages clang libclang-dev strace prometheus
 step "rustfmt" cargo fmt --all -- --check
 mkdir -p "$target_dir"
 step "build (test profile)" build_tests

@@ -524,11 +524,27 @@ impl Client {
     /// and returns the checked outcome of every op. Failing, lying or slow
     /// replicas are skipped; the same signed request goes to the next one.
     pub async fn submit(&self, ops: Vec<Op>, atomic: bool) -> Result<VerifiedReply, ClientError> {
-        let request = self.prepare(&ops, atomic).await?;
+        self.submit_named(ops, atomic).await.1
+    }
+
+    /// [`Client::submit`], also naming the request: its digest, known
+    /// before it is sent, so also when the call fails — the request may
+    /// still execute, and whoever records a history needs its name (a
+    /// submit's message id is the digest and the op index). `None`:
+    /// nothing was sent (the ops were refused here).
+    pub async fn submit_named(
+        &self,
+        ops: Vec<Op>,
+        atomic: bool,
+    ) -> (Option<Digest>, Result<VerifiedReply, ClientError>) {
+        let request = match self.prepare(&ops, atomic).await {
+            Ok(request) => request,
+            Err(e) => return (None, Err(e)),
+        };
         let number = request.body.number;
         let result = self.send(&request, &ops).await;
         self.finish(number);
-        result
+        (Some(request.digest()), result)
     }
 
     /// Sends a signed request (again): the cluster executes a request

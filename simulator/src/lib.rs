@@ -1,7 +1,7 @@
 //! Deterministic simulation of a QLOCK cluster: one thread, one seeded
 //! `rand_chacha` RNG, virtual time; the real protocol cores on a faulty
-//! virtual network, disk and clock. Later also the local real-process
-//! cluster harness and the benchmarks.
+//! virtual network, disk and clock. Also the local real-process cluster
+//! harness ([`cluster`]) and the benchmarks ([`bench`]).
 //!
 //! - [`options`]: what a run looks like ([`SimOptions`], [`FaultSet`]);
 //! - [`sim`]: the event loop, network, clients, gossip (the real Plumtree
@@ -13,8 +13,15 @@
 //!   builder;
 //! - [`workload`]: the qlock workloads and their clients ([`Workload`]);
 //! - [`report`]: a run's findings ([`SeedReport`]) and the summary over
-//!   many ([`Summary`]).
+//!   many ([`Summary`]);
+//! - [`cluster`]: real `qlockd` processes on 127.0.0.1 with workloads,
+//!   faults and the history checker (`simulator cluster`, and the
+//!   end-to-end tests' fixture);
+//! - [`bench`]: `simulator bench`, QLOCK against etcd under closed- and
+//!   open-loop load (JSON results, SVG plot).
 
+pub mod bench;
+pub mod cluster;
 pub mod node;
 pub mod options;
 pub mod report;

@@ -1,4 +1,5 @@
-//! `simulator`: the command line of the simulation harness.
+//! `simulator`: the command line of the simulation harness (`sim`) and
+//! of the local real-process cluster (`cluster`).
 
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -7,7 +8,7 @@ use std::ops::Range;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(about = "Deterministic simulation of a QLOCK cluster")]
+#[command(about = "Deterministic simulation of a QLOCK cluster, and a local real-process cluster")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -17,6 +18,12 @@ struct Cli {
 enum Command {
     /// Run seeded simulations; one JSON summary line on stdout.
     Sim(SimArgs),
+    /// Run real qlockd replicas on 127.0.0.1 with a workload and faults;
+    /// print ops/s and latency, check the history.
+    Cluster(simulator::cluster::cli::ClusterArgs),
+    /// Benchmark QLOCK (local clusters) against etcd: closed- and
+    /// open-loop load; prints the table, writes bench.json and bench.svg.
+    Bench(simulator::bench::cli::BenchArgs),
 }
 
 #[derive(clap::Args)]
@@ -30,8 +37,12 @@ struct SimArgs {
     /// Replicas.
     #[arg(long, default_value_t = 4)]
     replicas: usize,
-    /// Faults: `benign`, `none`, or a list of drop,delay,duplicate,reorder,partition,skew.
-    #[arg(long, default_value = "benign")]
+    /// Faults: `all` (every kind; each seed draws its own mix), `benign`
+    /// (network faults and skew), `byzantine` (the liars), `none`, or a
+    /// list of drop,delay,duplicate,reorder,partition,skew,crash,
+    /// corrupt-chunk,equivocate,conflicting-votes,bad-signatures,silent,
+    /// replay,withhold-payloads,skew-edge,flood,twins,byzantine-clients.
+    #[arg(long, default_value = "all")]
     faults: FaultSet,
     /// Simulated clients.
     #[arg(long, default_value_t = 6)]
@@ -68,7 +79,14 @@ fn parse_range(s: &str) -> Result<Range<u64>, String> {
 }
 
 fn main() -> ExitCode {
-    let Command::Sim(args) = Cli::parse().command;
+    match Cli::parse().command {
+        Command::Sim(args) => sim(args),
+        Command::Cluster(args) => simulator::cluster::cli::main(args),
+        Command::Bench(args) => simulator::bench::cli::main(args),
+    }
+}
+
+fn sim(args: SimArgs) -> ExitCode {
     let seeds = match (args.seed, args.seeds.clone()) {
         (Some(s), _) => s..s + 1,
         (None, Some(r)) => r,

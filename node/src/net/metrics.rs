@@ -4,6 +4,7 @@
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 type Labels = [(&'static str, &'static str); 2];
@@ -21,6 +22,11 @@ pub struct NetMetrics {
     pub dials: Counter,
     /// Dials that failed (each schedules a retry with back-off).
     pub dial_failures: Counter,
+    /// Configured peers (the replica itself excluded).
+    pub peers_configured: Gauge,
+    /// Configured peers with at least one connection now (an alert rule
+    /// compares it with `peers_configured`).
+    pub peers_connected: Gauge,
     frames: Family<Labels, Counter>,
 }
 
@@ -64,6 +70,16 @@ impl NetMetrics {
             "dial_failures",
             "Failed dials to configured peers",
             self.dial_failures.clone(),
+        );
+        registry.register(
+            "peers_configured",
+            "Configured peers, this replica excluded",
+            self.peers_configured.clone(),
+        );
+        registry.register(
+            "peers_connected",
+            "Configured peers connected now",
+            self.peers_connected.clone(),
         );
         registry.register(
             "frames",

@@ -99,7 +99,8 @@ impl Behaviour {
                 };
                 (peer, state)
             })
-            .collect();
+            .collect::<BTreeMap<_, _>>();
+        metrics.peers_configured.set(peers.len() as i64);
         Behaviour {
             config,
             metrics,
@@ -121,6 +122,12 @@ impl Behaviour {
         state.next_dial = Some(Instant::now());
         self.wake();
         true
+    }
+
+    /// Updates the connected-peers gauge.
+    fn count_connected(&self) {
+        let connected = self.peers.values().filter(|s| s.connections > 0).count();
+        self.metrics.peers_connected.set(connected as i64);
     }
 
     /// Whether `peer` has at least one connection.
@@ -264,6 +271,7 @@ impl NetworkBehaviour for Behaviour {
                     state.next_dial = None;
                     state.connected_since.get_or_insert_with(Instant::now);
                 }
+                self.count_connected();
             }
             FromSwarm::ConnectionClosed(e) => {
                 let stable_after = self.config.backoff_max;
@@ -280,6 +288,7 @@ impl NetworkBehaviour for Behaviour {
                         }
                     }
                 }
+                self.count_connected();
                 self.schedule_retry(&e.peer_id);
             }
             FromSwarm::DialFailure(e) => {

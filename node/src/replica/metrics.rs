@@ -59,6 +59,14 @@ pub struct RuntimeMetrics {
     pub events_dropped: Counter,
     /// The last executed seq.
     pub last_executed: Gauge,
+    /// Client requests not executed yet whose submitters wait for the
+    /// reply (requests merely held in the mempool may be executed ones,
+    /// pinned until the checkpoint): with no commits, a stall.
+    pub pending_requests: Gauge,
+    /// The latest stable checkpoint (low watermark): a replica whose last
+    /// executed seq is below another's stable checkpoint needs a state
+    /// transfer (an alert rule compares the two).
+    pub stable_checkpoint: Gauge,
     /// Plumtree activity by kind (eager pushes, IHAVEs, GRAFTs, PRUNEs,
     /// deliveries, duplicates, invalid payloads, fetches, refused sends).
     pub gossip: Family<Kind, Counter>,
@@ -93,6 +101,8 @@ impl Default for RuntimeMetrics {
             events: Counter::default(),
             events_dropped: Counter::default(),
             last_executed: Gauge::default(),
+            stable_checkpoint: Gauge::default(),
+            pending_requests: Gauge::default(),
             gossip: Family::default(),
         }
     }
@@ -224,6 +234,16 @@ impl RuntimeMetrics {
             "qlock_last_executed_seq",
             "The last executed seq",
             self.last_executed.clone(),
+        );
+        r.register(
+            "qlock_pending_requests",
+            "Client requests not executed yet with submitters waiting",
+            self.pending_requests.clone(),
+        );
+        r.register(
+            "qlock_stable_checkpoint_seq",
+            "The latest stable checkpoint",
+            self.stable_checkpoint.clone(),
         );
     }
 }

@@ -916,7 +916,14 @@ impl Runtime {
         match self.store.roots(from, to) {
             Ok(entries) => entries
                 .into_iter()
-                .filter_map(|(_, bytes)| {
+                .zip(from.0..)
+                // Only the run that starts at `from` and has no gap: a pulse
+                // not stored (yet: before a transferred snapshot, until gap
+                // filling fetches it) ends the answer. Skipping it would
+                // start the answer later than asked, which clients refuse
+                // as unverifiable.
+                .take_while(|((pulse, _), expected)| pulse.0 == *expected)
+                .map_while(|((_, bytes), _)| {
                     codec::decode::<PulseEntry>(&bytes, codec::FRAME_BYTES_MAX).ok()
                 })
                 .map(|e| e.certificate)
@@ -1483,6 +1490,11 @@ impl Runtime {
         self.metrics.queue_messages.set(messages as i64);
         self.metrics.mempool_requests.set(self.mempool.len() as i64);
         self.metrics.view.set(self.core.view().0 as i64);
+        self.metrics
+            .stable_checkpoint
+            .set(self.core.low_watermark().0 as i64);
+        let waiting = self.pending.values().filter(|p| p.seq.is_none()).count();
+        self.metrics.pending_requests.set(waiting as i64);
         let g = self.driver.core().stats().clone();
         let d = self.driver.stats().clone();
         for (kind, value) in [
