@@ -183,10 +183,14 @@ impl Sim {
         }
     }
 
-    /// Whether every correct replica that is up has a lockchain without
-    /// gaps, at most one pulse (in flight) behind the longest.
+    /// Whether every correct replica is up (a crashed one restarts before
+    /// the run ends) and has a lockchain without gaps, at most one pulse
+    /// (in flight) behind the longest.
     pub(super) fn lockchains_settled(&self) -> bool {
-        let live = |i: &usize| self.nodes[*i].up && self.correct(*i);
+        if (0..self.nodes.len()).any(|i| self.correct(i) && !self.nodes[i].up) {
+            return false;
+        }
+        let live = |i: &usize| self.correct(*i);
         let highest = |i: usize| {
             self.nodes[i]
                 .disk
