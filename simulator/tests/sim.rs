@@ -160,7 +160,12 @@ fn replica_restarted_behind_two_stable_checkpoints_catches_up_by_state_transfer(
     o.scripted_crashes = vec![(3, 20_000, 1_500_000)];
     let r = run_seed(&o);
     assert!(r.passed(), "{:?} {:?}", r.violations, r.liveness_failures);
-    assert_eq!(r.state_transfers, 1, "one transfer");
+    // One transfer, or two when the others collected again meanwhile.
+    assert!(
+        (1..=2).contains(&r.state_transfers),
+        "{} transfers",
+        r.state_transfers
+    );
     assert_eq!(r.chunks_rejected, 0);
     assert!(r.lockchain_lengths.iter().all(|l| *l == r.pulses));
 }
