@@ -125,6 +125,32 @@ impl Verifier {
             .verify_signatures(&self.membership, threshold)
     }
 
+    /// [`Verifier::verify_receipt_in_batch`] for a proof whose certificate
+    /// is `verified`, one this verifier already checked (all ops of one
+    /// reply share one batch certificate): the path and seq are checked,
+    /// the signatures not again. Any other certificate is checked in full.
+    pub fn verify_receipt_in_verified_batch(
+        &self,
+        proof: &ReceiptBatchProof,
+        verified: &BatchCertificate,
+        threshold: Threshold,
+    ) -> Result<(), VerifyError> {
+        if proof.certificate != *verified {
+            return self.verify_receipt_in_batch(proof, threshold);
+        }
+        let statement = &proof.certificate.statement;
+        if proof.receipt.seq != statement.seq {
+            return Err(VerifyError::ReceiptSeqMismatch {
+                receipt: proof.receipt.seq,
+                certificate: statement.seq,
+            });
+        }
+        proof
+            .receipt_path
+            .verify(receipt_leaf_hash(&proof.receipt), statement.receipts_root)
+            .map_err(VerifyError::ReceiptPath)
+    }
+
     /// Checks that the receipt is in a batch of a certified pulse: seq in
     /// the header's range, batch path at position `seq − first` of
     /// `last − first + 1`, receipt path to the claimed receipts root, that

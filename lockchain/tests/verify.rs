@@ -644,3 +644,33 @@ mod properties {
         }
     }
 }
+
+#[test]
+fn a_certificate_checked_once_still_checks_each_receipts_path() {
+    // The ops of one reply share a certificate: its signatures are checked
+    // once, but every receipt's own path still is, and a different
+    // certificate is checked in full.
+    let c = cluster(4);
+    let first = batch_proof(&c, SeqNum(7), 5, 0, &[0, 2]);
+    let second = batch_proof(&c, SeqNum(7), 5, 3, &[0, 2]);
+    let verified = &first.certificate;
+    let weak = Threshold::WeakQuorum;
+    assert_eq!(
+        c.verifier
+            .verify_receipt_in_verified_batch(&second, verified, weak),
+        Ok(())
+    );
+    let mut forged = second.clone();
+    forged.receipt.result.0.push(1);
+    assert!(matches!(
+        c.verifier
+            .verify_receipt_in_verified_batch(&forged, verified, weak),
+        Err(VerifyError::ReceiptPath(_))
+    ));
+    let short = batch_proof(&c, SeqNum(7), 5, 3, &[1]);
+    assert_eq!(
+        c.verifier
+            .verify_receipt_in_verified_batch(&short, verified, weak),
+        Err(VerifyError::TooFewSigners { have: 1, need: 2 })
+    );
+}
