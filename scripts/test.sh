@@ -41,4 +41,9 @@ step "tests" cargo test --workspace
 step "simulation: 4 replicas, seeds 0..200" "$simulator" sim --seeds 0..200 --replicas 4 --faults all
 step "simulation: 7 replicas, seeds 0..40" "$simulator" sim --seeds 0..40 --replicas 7 --faults all
 step "simulation: qlock mixed workload, seeds 0..30" "$simulator" sim --seeds 0..30 --replicas 4 --workload mixed --faults all
+# The benchmark harness against a small local cluster for a few seconds, so
+# it never rots (the full run, etcd included, is scripts/bench.sh).
+bench_out=$(mktemp -d)
+step "benchmark smoke run" "$simulator" bench --smoke --out "$bench_out"
+rm -rf "$bench_out"
 echo "==> all checks passed in $((SECONDS - start)) s" >&2

@@ -295,11 +295,10 @@ async fn run(args: BenchArgs) -> ExitCode {
         let running = match Running::start(*spec, &args).await {
             Ok(r) => r,
             Err(e) => {
-                bar.println(format!(
-                    "simulator bench: {}-{}: {e}",
-                    spec.name(),
-                    spec.nodes
-                ));
+                say(
+                    &bar,
+                    format!("simulator bench: {}-{}: {e}", spec.name(), spec.nodes),
+                );
                 failure = Some(ExitCode::from(2));
                 continue;
             }
@@ -307,11 +306,10 @@ async fn run(args: BenchArgs) -> ExitCode {
         let result = run_system(&running, *spec, &args, &bar, &mut points).await;
         running.stop();
         if let Err(e) = result {
-            bar.println(format!(
-                "simulator bench: {}-{}: {e}",
-                spec.name(),
-                spec.nodes
-            ));
+            say(
+                &bar,
+                format!("simulator bench: {}-{}: {e}", spec.name(), spec.nodes),
+            );
             failure = Some(ExitCode::from(2));
         }
     }
@@ -436,9 +434,9 @@ async fn run_system(
                     load: l,
                     measured,
                 };
-                bar.println(report::point_line(&point));
+                say(bar, report::point_line(&point));
                 for e in point.measured.error_samples.iter().take(2) {
-                    bar.println(format!("    error: {e}"));
+                    say(bar, format!("    error: {e}"));
                 }
                 points.push(point);
                 bar.inc(1);
@@ -453,4 +451,14 @@ async fn run_system(
         }
     }
     Ok(())
+}
+
+/// A line above the progress bar, or on stderr when the bar is hidden
+/// (not a terminal: indicatif then drops its own lines).
+fn say(bar: &ProgressBar, line: String) {
+    if bar.is_hidden() {
+        eprintln!("{line}");
+    } else {
+        bar.println(line);
+    }
 }
