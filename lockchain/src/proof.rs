@@ -20,6 +20,22 @@ pub struct ReceiptBatchProof {
     pub certificate: BatchCertificate,
 }
 
+/// The receipt is in the statement's batch: same seq, and its path leads
+/// to the statement's receipts root (signatures not checked).
+fn receipt_in_statement(proof: &ReceiptBatchProof) -> Result<(), VerifyError> {
+    let statement = &proof.certificate.statement;
+    if proof.receipt.seq != statement.seq {
+        return Err(VerifyError::ReceiptSeqMismatch {
+            receipt: proof.receipt.seq,
+            certificate: statement.seq,
+        });
+    }
+    proof
+        .receipt_path
+        .verify(receipt_leaf_hash(&proof.receipt), statement.receipts_root)
+        .map_err(VerifyError::ReceiptPath)
+}
+
 /// "This op happened, and the pulse that covers it is certified": a
 /// receipt, its path to the batch root, the batch root's path to the
 /// pulse's batches root, and the header with its quorum certificate. What
@@ -108,18 +124,8 @@ impl Verifier {
         proof: &ReceiptBatchProof,
         threshold: Threshold,
     ) -> Result<(), VerifyError> {
-        let statement = &proof.certificate.statement;
-        self.check_cluster(statement.cluster)?;
-        if proof.receipt.seq != statement.seq {
-            return Err(VerifyError::ReceiptSeqMismatch {
-                receipt: proof.receipt.seq,
-                certificate: statement.seq,
-            });
-        }
-        proof
-            .receipt_path
-            .verify(receipt_leaf_hash(&proof.receipt), statement.receipts_root)
-            .map_err(VerifyError::ReceiptPath)?;
+        self.check_cluster(proof.certificate.statement.cluster)?;
+        receipt_in_statement(proof)?;
         proof
             .certificate
             .verify_signatures(&self.membership, threshold)
@@ -138,17 +144,7 @@ impl Verifier {
         if proof.certificate != *verified {
             return self.verify_receipt_in_batch(proof, threshold);
         }
-        let statement = &proof.certificate.statement;
-        if proof.receipt.seq != statement.seq {
-            return Err(VerifyError::ReceiptSeqMismatch {
-                receipt: proof.receipt.seq,
-                certificate: statement.seq,
-            });
-        }
-        proof
-            .receipt_path
-            .verify(receipt_leaf_hash(&proof.receipt), statement.receipts_root)
-            .map_err(VerifyError::ReceiptPath)
+        receipt_in_statement(proof)
     }
 
     /// Checks that the receipt is in a batch of a certified pulse: seq in
