@@ -8,15 +8,13 @@ use std::collections::{BTreeMap, VecDeque};
 /// What the cache knows about one id.
 #[derive(Clone, Debug)]
 pub(crate) struct Entry {
-    /// The payload, while younger than the payload bounds; `None` for a
-    /// known-invalid id or once the payload has been evicted.
+    /// The payload, while younger than the payload bounds; `None` once it
+    /// has been evicted.
     pub payload: Option<Bytes>,
     /// The hop at which it reached us (0 for our own broadcasts).
     pub hop: Hop,
     /// When it arrived.
     pub at_micros: u64,
-    /// False if the validation hook refused it.
-    pub valid: bool,
     /// True while it came only by fetch and has not been forwarded on the
     /// tree: the first gossip copy is then forwarded, not pruned.
     pub awaiting_tree: bool,
@@ -122,7 +120,7 @@ impl Cache {
             .rev()
             .filter_map(|id| self.entries.get(id).map(|e| (id, e)))
             .take_while(|(_, e)| e.at_micros >= since)
-            .filter(|(_, e)| e.valid && e.payload.is_some())
+            .filter(|(_, e)| e.payload.is_some())
             .take(max)
             .map(|(id, e)| (*id, e.hop))
             .collect()
@@ -143,7 +141,6 @@ mod tests {
             payload: Some(Bytes(vec![1])),
             hop: 1,
             at_micros: at,
-            valid: true,
             awaiting_tree: false,
             first_from: None,
         }

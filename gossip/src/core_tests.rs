@@ -160,6 +160,53 @@ fn forged_payload_is_never_forwarded() {
     assert_eq!(core.stats().invalid, 1);
 }
 
+/// A validator whose id leaves out part of the payload, as a request
+/// digest leaves out the signature: the id is the hash of the body, the
+/// tag after it is what is checked.
+struct BodyIdValidator;
+
+impl Validator for BodyIdValidator {
+    fn message_id(&self, payload: &[u8]) -> Digest {
+        let body = &payload[..payload.len().saturating_sub(8)];
+        Digest::of(primitives::Domain::Test, body)
+    }
+
+    fn validate(&mut self, id: &Digest, payload: &[u8]) -> Result<(), Invalid> {
+        TagValidator.validate(id, payload)
+    }
+}
+
+/// A Byzantine peer's forged copy (valid id, bad signature) arriving first
+/// must not censor the genuine payload under that id: the refusal is
+/// remembered by the whole payload, and the genuine copy is delivered.
+#[test]
+fn forged_copy_under_a_valid_id_does_not_block_the_genuine_one() {
+    let mut core = Plumtree::new(
+        ME,
+        4,
+        Config::default(),
+        BodyIdValidator,
+        ChaCha8Rng::seed_from_u64(1),
+    );
+    let genuine = payload(3);
+    let mut forged = genuine.clone();
+    let last = forged.0.len() - 1;
+    forged.0[last] ^= 1;
+    assert_eq!(
+        BodyIdValidator.message_id(&forged.0),
+        BodyIdValidator.message_id(&genuine.0)
+    );
+    assert!(core.handle(0, gossip(1, 1, forged.clone())).is_err());
+    // The same forged bytes again are dropped without a second check.
+    let out = core.handle(1, gossip(1, 1, forged)).unwrap();
+    assert!(sends(&out).is_empty() && delivered(&out).is_empty());
+    assert_eq!(core.stats().invalid, 1);
+    let out = core.handle(2, gossip(2, 1, genuine.clone())).unwrap();
+    let got = delivered(&out);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].payload, genuine);
+}
+
 /// Bad input from peers is a typed error, not a panic.
 #[test]
 fn malformed_and_unknown_senders_are_refused() {

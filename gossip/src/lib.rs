@@ -9,6 +9,8 @@
 //! - [`plumtree`]: the state machine — eager push along a tree, lazy IHAVE
 //!   to the other active peers, GRAFT after a timer, PRUNE on duplicates,
 //!   anti-entropy summaries, fetch-by-digest, the validation hook;
+//! - [`requests`]: the validation hook for signed client requests, shared
+//!   by the replica and the simulator;
 //! - [`message`]: the wire messages and their bounds;
 //! - [`config`]: every limit and timeout, named;
 //! - [`overlay`]: the bounded, symmetric active view for large clusters;
@@ -24,6 +26,7 @@ pub mod config;
 pub mod message;
 pub mod overlay;
 pub mod plumtree;
+pub mod requests;
 pub mod sim;
 
 pub use config::Config;
@@ -31,6 +34,7 @@ pub use message::{Hop, Message, MessageError};
 pub use plumtree::{
     Delivery, GossipError, InEvent, Invalid, OutEvent, Plumtree, Stats, Timer, Validator, Via,
 };
+pub use requests::RequestValidator;
 
 #[cfg(test)]
 mod core_tests;

@@ -37,7 +37,10 @@ pub trait Validator {
     /// The id of a payload. The default is
     /// `Digest::of(Domain::GossipMessage, payload)`; a caller gossiping
     /// signed requests may return the request digest instead. It must be
-    /// collision resistant: the id is what duplicates are judged by.
+    /// collision resistant among valid payloads: the id is what duplicates
+    /// are judged by. It need not cover every byte (a request digest leaves
+    /// out the signature): refusals are remembered by the hash of the whole
+    /// payload, so a forged copy under a valid payload's id never blocks it.
     fn message_id(&self, payload: &[u8]) -> Digest {
         Digest::of(Domain::GossipMessage, payload)
     }
@@ -281,8 +284,16 @@ pub struct Plumtree<V> {
     tick_scheduled: bool,
     ticks: u64,
     anti_entropy_cursor: usize,
+    /// Hashes of whole payloads the hook refused, so their copies are
+    /// dropped without asking it again; oldest forgotten first.
+    refused: BTreeSet<Digest>,
+    refused_order: VecDeque<Digest>,
     stats: Stats,
 }
+
+/// Refused payloads remembered (see `Plumtree::refused`). Forgetting one
+/// only costs a second check of a copy.
+pub const REFUSED_MAX: usize = 4096;
 
 impl<V: Validator> Plumtree<V> {
     /// A core for replica `me` of a cluster of `n`. `rng` is the caller's
@@ -335,6 +346,8 @@ impl<V: Validator> Plumtree<V> {
             tick_scheduled: false,
             ticks: 0,
             anti_entropy_cursor: 0,
+            refused: BTreeSet::new(),
+            refused_order: VecDeque::new(),
             stats: Stats::default(),
         }
     }
@@ -342,15 +355,10 @@ impl<V: Validator> Plumtree<V> {
     /// Processes one input at time `now_micros` (non-decreasing).
     pub fn handle(&mut self, now: u64, event: InEvent) -> Result<Vec<OutEvent>, GossipError> {
         let mut out = Vec::new();
-        // The first input starts the periodic tick (a tick input is its own
-        // chain already).
-        if !self.tick_scheduled && event != InEvent::TimerFired(Timer::Tick) {
-            self.tick_scheduled = true;
-            out.push(OutEvent::SetTimer {
-                at_micros: now + self.config.tick_micros,
-                timer: Timer::Tick,
-            });
-        }
+        // The first accepted input starts the periodic tick (a tick input is
+        // its own chain already). A refused input returns no outputs, so it
+        // cannot be the one that starts it.
+        let start_tick = !self.tick_scheduled && event != InEvent::TimerFired(Timer::Tick);
         match event {
             InEvent::Broadcast(payload) => self.on_broadcast(now, payload, &mut out)?,
             InEvent::Message { from, message } => self.on_message(now, from, message, &mut out)?,
@@ -360,6 +368,16 @@ impl<V: Validator> Plumtree<V> {
             InEvent::PeerUp(peer) => self.on_peer_up(peer),
             InEvent::PeerDown(peer) => self.on_peer_down(peer),
             InEvent::Fetch { id, hints } => self.on_fetch(now, id, hints, &mut out)?,
+        }
+        if start_tick {
+            self.tick_scheduled = true;
+            out.insert(
+                0,
+                OutEvent::SetTimer {
+                    at_micros: now + self.config.tick_micros,
+                    timer: Timer::Tick,
+                },
+            );
         }
         Ok(out)
     }
@@ -486,19 +504,26 @@ impl<V: Validator> Plumtree<V> {
         let id = self.validator.message_id(&payload.0);
         if let Some(entry) = self.cache.get_mut(&id) {
             let first_from = entry.first_from;
-            if entry.valid && entry.awaiting_tree {
+            if entry.awaiting_tree {
                 // Fetched earlier: deliver nothing, but feed the tree below us.
                 entry.awaiting_tree = false;
                 entry.first_from = Some(from);
+                // Forward the copy that was validated: the one just received
+                // may differ in bytes the id leaves out.
+                let validated = entry.payload.clone();
                 self.make_eager(from);
-                self.push(id, &payload, hop, Some(from), out);
-            } else if entry.valid {
+                if let Some(validated) = validated {
+                    self.push(id, &validated, hop, Some(from), out);
+                }
+            } else {
                 self.stats.duplicates += 1;
                 self.maybe_prune(now, from, first_from, out);
             }
             return Ok(());
         }
-        self.check_payload(now, from, id, &payload)?;
+        if !self.check_payload(from, id, &payload)? {
+            return Ok(());
+        }
         self.accept(now, id, payload.clone(), hop, false);
         if let Some(entry) = self.cache.get_mut(&id) {
             entry.first_from = Some(from);
@@ -512,34 +537,36 @@ impl<V: Validator> Plumtree<V> {
         Ok(())
     }
 
-    /// Runs the validation hook; remembers refused ids so their copies are
-    /// dropped without re-validation.
+    /// Runs the validation hook. A refusal is remembered by the hash of the
+    /// whole payload, not by its id: the id may leave bytes out (a request
+    /// digest leaves out the signature), and a Byzantine peer's forged copy
+    /// must not make the genuine payload under the same id look refused.
+    /// The wait for the id goes on.
     fn check_payload(
         &mut self,
-        now: u64,
         from: ReplicaId,
         id: Digest,
         payload: &Bytes,
-    ) -> Result<(), GossipError> {
+    ) -> Result<bool, GossipError> {
+        let fingerprint = Digest::of(Domain::GossipMessage, &payload.0);
+        if self.refused.contains(&fingerprint) {
+            return Ok(false);
+        }
         if let Err(reason) = self.validator.validate(&id, &payload.0) {
             self.stats.invalid += 1;
-            let entry = Entry {
-                payload: None,
-                hop: 0,
-                at_micros: now,
-                valid: false,
-                awaiting_tree: false,
-                first_from: None,
-            };
-            self.cache.insert(id, entry, now);
-            self.forget_missing(&id);
+            if self.refused_order.len() >= REFUSED_MAX {
+                let oldest = self.refused_order.pop_front().expect("non-empty");
+                self.refused.remove(&oldest);
+            }
+            self.refused.insert(fingerprint);
+            self.refused_order.push_back(fingerprint);
             return Err(GossipError::InvalidPayload {
                 peer: from,
                 id,
                 reason,
             });
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Caches a new valid payload and ends the wait for it.
@@ -548,7 +575,6 @@ impl<V: Validator> Plumtree<V> {
             payload: Some(payload),
             hop,
             at_micros: now,
-            valid: true,
             awaiting_tree,
             first_from: None,
         };
@@ -1004,7 +1030,9 @@ impl<V: Validator> Plumtree<V> {
         if !self.fetches.contains_key(&id) || self.cache.contains(&id) {
             return Ok(());
         }
-        self.check_payload(now, from, id, &payload)?;
+        if !self.check_payload(from, id, &payload)? {
+            return Ok(());
+        }
         self.fetches.remove(&id);
         self.accept(now, id, payload.clone(), 0, true);
         self.deliver(id, payload, 0, Some(from), Via::Fetch, out);

@@ -54,6 +54,9 @@ pub struct RequestBody {
     pub ops: Vec<Bytes>,
 }
 
+/// Bytes of an encoded [`Signature`]: a one-byte length, then 64 bytes.
+const SIGNATURE_ENCODED_BYTES: usize = 65;
+
 /// A signed request.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Request {
@@ -129,6 +132,22 @@ impl Request {
     /// The request digest (see [`RequestBody::digest`]).
     pub fn digest(&self) -> Digest {
         self.body.digest()
+    }
+
+    /// The digest of an encoded request without decoding it: the wire form
+    /// is the encoded body followed by the encoded signature, so the digest
+    /// is a hash of a prefix (no allocation, no key decompression). It is
+    /// the request's digest only if `bytes` is the canonical encoding; a
+    /// caller that goes on to trust the request must decode it and compare
+    /// digests (the gossip validator does), which refuses every other form.
+    /// `None` if `bytes` cannot end in a signature.
+    pub fn digest_of_encoded(bytes: &[u8]) -> Option<Digest> {
+        let body_len = bytes.len().checked_sub(SIGNATURE_ENCODED_BYTES)?;
+        // The signature's length prefix: one varint byte for 64.
+        if bytes[body_len] != 64 {
+            return None;
+        }
+        Some(Digest::of(Domain::Request, &bytes[..body_len]))
     }
 
     /// Decodes a request from the wire, within `limits`.
@@ -290,6 +309,42 @@ mod tests {
             req.verify(ClusterId(Digest([8; 32])), &limits),
             Err(RequestError::WrongCluster { .. })
         ));
+    }
+
+    #[test]
+    fn signature_encoding_has_the_assumed_length() {
+        let encoded = codec::encode(&Signature([9; 64]));
+        assert_eq!(encoded.len(), SIGNATURE_ENCODED_BYTES);
+        assert_eq!(encoded[0], 64);
+    }
+
+    proptest::proptest! {
+        /// The digest of the encoded form is the digest of the request, for
+        /// any shape of body.
+        #[test]
+        fn digest_of_encoded_matches_the_decoded_digest(
+            number in proptest::prelude::any::<u64>(),
+            atomic in proptest::prelude::any::<bool>(),
+            ops in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300), 0..9),
+        ) {
+            let key = KeyPair::from_seed(&[3; 32]);
+            let req = RequestBody {
+                cluster: ClusterId(Digest([7; 32])),
+                client: key.public(),
+                number: RequestNumber(number),
+                atomic,
+                ops: ops.into_iter().map(Bytes).collect(),
+            }
+            .sign(&key);
+            let bytes = codec::encode(&req);
+            proptest::prop_assert_eq!(Request::digest_of_encoded(&bytes), Some(req.digest()));
+        }
+    }
+
+    #[test]
+    fn digest_of_encoded_refuses_what_cannot_end_in_a_signature() {
+        assert_eq!(Request::digest_of_encoded(&[64; 64]), None);
+        assert_eq!(Request::digest_of_encoded(&[0; 100]), None);
     }
 
     #[test]

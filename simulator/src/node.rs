@@ -5,11 +5,11 @@
 use consensus::{
     CommittedBatch, Config, Message, PersistId, PersistRecord, Replica, SignedMessage, TimerKind,
 };
-use gossip::{Invalid, Plumtree, Validator};
+use gossip::Plumtree;
 use lockchain::{PulseBatches, PulseCertificate, PulseHeader, ReceiptTree};
 use primitives::{
-    Bytes, ClusterId, Digest, Domain, HlcTimestamp, PulseNumber, Receipt, Request, RequestLimits,
-    SeqNum, ViewNumber,
+    Bytes, ClusterId, Digest, Domain, HlcTimestamp, PulseNumber, Receipt, Request, SeqNum,
+    ViewNumber,
 };
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -430,50 +430,11 @@ impl App {
     }
 }
 
-/// The gossip validation hook (ARCHITECTURE.md step 2 at every hop): a
-/// disseminated payload is a signed client request that decodes within the
-/// limits, names our cluster and carries a valid signature. Its gossip id is
-/// the request digest, so gossip and consensus name payloads alike and
-/// consensus's fetch-by-digest is gossip's.
-#[derive(Clone, Debug)]
-pub struct RequestValidator {
-    cluster: ClusterId,
-    limits: RequestLimits,
-}
-
-impl RequestValidator {
-    /// A validator for `cluster`'s requests within `limits`.
-    pub fn new(cluster: ClusterId, limits: RequestLimits) -> RequestValidator {
-        RequestValidator { cluster, limits }
-    }
-
-    /// Decodes and fully verifies a payload.
-    pub fn check(&self, payload: &[u8]) -> Result<(Digest, Request), Invalid> {
-        let request = Request::decode(payload, &self.limits).map_err(|e| Invalid(e.to_string()))?;
-        let digest = request
-            .verify(self.cluster, &self.limits)
-            .map_err(|e| Invalid(e.to_string()))?;
-        Ok((digest, request))
-    }
-}
-
-impl Validator for RequestValidator {
-    fn message_id(&self, payload: &[u8]) -> Digest {
-        // An undecodable payload keeps the default id; `validate` refuses it.
-        match Request::decode(payload, &self.limits) {
-            Ok(request) => request.digest(),
-            Err(_) => Digest::of(Domain::GossipMessage, payload),
-        }
-    }
-
-    fn validate(&mut self, id: &Digest, payload: &[u8]) -> Result<(), Invalid> {
-        let (digest, _) = self.check(payload)?;
-        if digest != *id {
-            return Err(Invalid("id is not the request digest".into()));
-        }
-        Ok(())
-    }
-}
+/// The gossip validation hook (ARCHITECTURE.md step 2 at every hop), the
+/// replica's own: a disseminated payload is a signed client request that
+/// decodes within the limits, names our cluster and carries a valid
+/// signature, under its request digest.
+pub use gossip::RequestValidator;
 
 /// A replica's gossip core.
 pub type Gossip = Plumtree<RequestValidator>;

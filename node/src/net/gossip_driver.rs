@@ -115,6 +115,11 @@ impl<V: Validator> GossipDriver<V> {
         &self.core
     }
 
+    /// The core's validation hook.
+    pub fn validator_mut(&mut self) -> &mut V {
+        self.core.validator_mut()
+    }
+
     /// The driver's counters.
     pub fn stats(&self) -> &DriverStats {
         &self.stats

@@ -10,7 +10,6 @@
 //! - [`certify`] — receipt trees of recent batches and the batch
 //!   signatures that certify replies;
 //! - [`persist`] — records in RocksDB, the storage worker, recovery;
-//! - [`validator`] — the gossip validator for disseminated requests;
 //! - [`metrics`] — the runtime's Prometheus metrics.
 //!
 //! Start a replica with [`spawn`]; stop it with [`RuntimeTask::stop`].
@@ -23,7 +22,6 @@ pub mod handle;
 pub mod metrics;
 pub mod persist;
 mod runtime;
-pub mod validator;
 pub mod wire;
 
 pub use handle::{Command, ReplicaHandle, SubmitOutcome};

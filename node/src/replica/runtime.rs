@@ -13,7 +13,6 @@ use super::certify::Certifier;
 use super::handle::{Command, SubmitOutcome};
 use super::metrics::RuntimeMetrics;
 use super::persist::{self, Done, Job, LoggedBatch, PulseEntry, SnapshotMeta};
-use super::validator::RequestValidator;
 use super::wire::{Lane, PeerMessage, COMMITTED_PER_MESSAGE_MAX, PAYLOADS_PER_MESSAGE_MAX};
 use super::{RuntimeConfig, RuntimeError};
 use client::api::{ApiError, Event, PeerHealth, StatusReport, PULSES_PER_QUERY_MAX};
@@ -23,6 +22,7 @@ use consensus::{
 };
 use futures::{FutureExt, StreamExt};
 use gossip::Plumtree;
+use gossip::RequestValidator;
 use libp2p::swarm::SwarmEvent;
 use libp2p::PeerId;
 use lockchain::{PulseBatches, PulseCertificate, PulseHeader, ReceiptPulseProof};
@@ -755,12 +755,19 @@ impl Runtime {
             let GossipOutput::Deliver(delivery) = output else {
                 continue;
             };
-            // Validated by `RequestValidator` before delivery.
-            let Ok(request) = Request::decode(&delivery.payload.0, &self.limits) else {
-                self.metrics.reject("gossip_undecodable");
-                continue;
+            // Validated by `RequestValidator` before delivery, which kept
+            // the decoded request.
+            let request = match self.driver.validator_mut().take_verified(&delivery.id) {
+                Some(request) => request,
+                None => match Request::decode(&delivery.payload.0, &self.limits) {
+                    Ok(request) => request,
+                    Err(_) => {
+                        self.metrics.reject("gossip_undecodable");
+                        continue;
+                    }
+                },
             };
-            let digest = request.digest();
+            let digest = delivery.id;
             if self.mempool.contains_key(&digest) || self.executed_at.contains_key(&digest) {
                 continue;
             }

@@ -10,7 +10,9 @@
 //!   backups (re-signed: its key is its own);
 //! - `conflicting-votes`: PREPAREs, COMMITs and CHECKPOINTs for digests it
 //!   never saw, VIEW-CHANGEs that hide its prepared certificates;
-//! - `bad-signatures`: signatures with a flipped bit;
+//! - `bad-signatures`: signatures with a flipped bit, on its consensus
+//!   messages and on the client requests it gossips (a forged copy under
+//!   the genuine request's id, which must not keep the genuine one out);
 //! - `silent`: sends nothing;
 //! - `replay`: old messages again, from earlier views too;
 //! - `withhold-payloads`: proposes requests it signed itself (as a
@@ -185,7 +187,7 @@ impl Sim {
             .is_some_and(|b| b.twin.is_some())
     }
 
-    fn has_kind(&self, i: usize, kind: FaultKind) -> bool {
+    pub(super) fn has_kind(&self, i: usize, kind: FaultKind) -> bool {
         self.nodes[i]
             .byzantine
             .as_ref()
@@ -572,6 +574,32 @@ impl Sim {
                     "replica {i} outgrew its bounds: log {log}/{log_max}, checkpoint votes {votes}/{votes_max}, payloads {payloads}/{payloads_max}"
                 ));
             }
+        }
+    }
+}
+
+impl Sim {
+    /// A gossip message Byzantine replica `i` sends: with `bad-signatures`,
+    /// a payload it forwards may carry a flipped bit in the client's
+    /// signature (the last bytes of an encoded request), keeping the
+    /// request's id.
+    pub(super) fn byzantine_gossip(
+        &mut self,
+        i: usize,
+        message: gossip::Message,
+    ) -> gossip::Message {
+        match message {
+            gossip::Message::Gossip { hop, mut payload }
+                if self.has_kind(i, FaultKind::BadSignatures)
+                    && payload.0.len() >= 64
+                    && self.rng.gen_bool(0.5) =>
+            {
+                let at = payload.0.len() - 1 - self.rng.gen_range(0..64);
+                payload.0[at] ^= 1 << self.rng.gen_range(0..8);
+                self.count_fault("bad-signatures");
+                gossip::Message::Gossip { hop, payload }
+            }
+            other => other,
         }
     }
 }

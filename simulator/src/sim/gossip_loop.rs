@@ -31,6 +31,7 @@ impl Sim {
         for event in out {
             match event {
                 OutEvent::Send { to, message } => {
+                    let message = self.byzantine_gossip(i, message);
                     self.send(Some(i), to.index(), NetMsg::Gossip(message.encode()));
                 }
                 OutEvent::SetTimer { at_micros, timer } => {
@@ -89,9 +90,12 @@ impl Sim {
     /// A validated payload: into the mempool, and the consensus input that
     /// tells the core.
     fn on_delivery(&mut self, i: usize, delivery: gossip::Delivery) -> Option<Input> {
-        let request = Request::decode(&delivery.payload.0, &self.limits)
-            .expect("the validation hook accepted only decodable requests");
         let digest = delivery.id;
+        let request = match self.nodes[i].gossip.validator_mut().take_verified(&digest) {
+            Some(request) => request,
+            None => Request::decode(&delivery.payload.0, &self.limits)
+                .expect("the validation hook accepted only decodable requests"),
+        };
         assert_eq!(request.digest(), digest, "gossip id is the request digest");
         let via = match delivery.via {
             Via::Gossip => "tree",

@@ -1,0 +1,143 @@
+//! The validation hook for gossiped client requests, shared by the replica
+//! (`node`) and the simulator so both admit exactly the same payloads.
+//!
+//! A payload is admitted only if it decodes within the cluster's request
+//! limits, names this cluster and carries a valid client signature
+//! (Aardvark: signatures first). Its gossip id is the request digest, so
+//! dissemination and consensus speak of the same ids.
+//!
+//! The id is computed from the bytes without decoding (duplicate copies,
+//! the common case, cost one hash), and a request that passed the hook is
+//! kept until the caller takes it at delivery, so each payload is decoded
+//! and its key decompressed once per replica.
+
+use crate::plumtree::{Invalid, Validator};
+use primitives::{ClusterId, Digest, Domain, Request, RequestLimits};
+use std::collections::BTreeMap;
+
+/// Verified requests kept for the caller to take at delivery. The caller
+/// takes each one right after the `handle` call that delivered it, so this
+/// only bounds a caller that does not.
+pub const VERIFIED_MAX: usize = 1024;
+
+/// Checks gossiped requests.
+#[derive(Clone, Debug)]
+pub struct RequestValidator {
+    cluster: ClusterId,
+    limits: RequestLimits,
+    verified: BTreeMap<Digest, Request>,
+    refused: u64,
+}
+
+impl RequestValidator {
+    /// A validator for `cluster`'s requests within `limits`.
+    pub fn new(cluster: ClusterId, limits: RequestLimits) -> Self {
+        RequestValidator {
+            cluster,
+            limits,
+            verified: BTreeMap::new(),
+            refused: 0,
+        }
+    }
+
+    /// Decodes and fully verifies a payload.
+    pub fn check(&self, payload: &[u8]) -> Result<(Digest, Request), Invalid> {
+        let request = Request::decode(payload, &self.limits).map_err(|e| Invalid(e.to_string()))?;
+        let digest = request
+            .verify(self.cluster, &self.limits)
+            .map_err(|e| Invalid(e.to_string()))?;
+        Ok((digest, request))
+    }
+
+    /// The decoded request of a payload this hook admitted under `digest`,
+    /// once. `None` if it was taken already or evicted (the caller then
+    /// decodes the delivered payload itself).
+    pub fn take_verified(&mut self, digest: &Digest) -> Option<Request> {
+        self.verified.remove(digest)
+    }
+
+    /// Payloads refused so far.
+    pub fn refused(&self) -> u64 {
+        self.refused
+    }
+}
+
+impl Validator for RequestValidator {
+    fn message_id(&self, payload: &[u8]) -> Digest {
+        // A payload that cannot be a request keeps the default id; the hook
+        // refuses it anyway.
+        Request::digest_of_encoded(payload)
+            .unwrap_or_else(|| Digest::of(Domain::GossipMessage, payload))
+    }
+
+    fn validate(&mut self, id: &Digest, payload: &[u8]) -> Result<(), Invalid> {
+        let verdict = self.check(payload).and_then(|(digest, request)| {
+            // Also refuses a non-canonical encoding, whose prefix hash is
+            // not the digest of what it decodes to.
+            if digest != *id {
+                return Err(Invalid("id is not the request digest".into()));
+            }
+            if self.verified.len() >= VERIFIED_MAX {
+                self.verified.pop_first();
+            }
+            self.verified.insert(digest, request);
+            Ok(())
+        });
+        if verdict.is_err() {
+            self.refused += 1;
+        }
+        verdict
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use primitives::{codec, Bytes, KeyPair, RequestBody, RequestNumber};
+
+    fn signed(number: u64) -> (ClusterId, Request) {
+        let key = KeyPair::from_seed(&[5; 32]);
+        let cluster = ClusterId(Digest([1; 32]));
+        let request = RequestBody {
+            cluster,
+            client: key.public(),
+            number: RequestNumber(number),
+            atomic: false,
+            ops: vec![Bytes(vec![1, 2, 3])],
+        }
+        .sign(&key);
+        (cluster, request)
+    }
+
+    #[test]
+    fn admits_a_signed_request_under_its_digest_and_hands_it_over_once() {
+        let (cluster, request) = signed(1);
+        let mut v = RequestValidator::new(cluster, RequestLimits::default());
+        let bytes = codec::encode(&request);
+        let id = v.message_id(&bytes);
+        assert_eq!(id, request.digest());
+        v.validate(&id, &bytes).unwrap();
+        assert_eq!(v.take_verified(&id), Some(request));
+        assert_eq!(v.take_verified(&id), None);
+        assert_eq!(v.refused(), 0);
+    }
+
+    #[test]
+    fn refuses_a_bad_signature_another_cluster_and_a_wrong_id() {
+        let (cluster, request) = signed(2);
+        let mut v = RequestValidator::new(cluster, RequestLimits::default());
+        let mut forged = request.clone();
+        forged.signature.0[0] ^= 1;
+        let bytes = codec::encode(&forged);
+        let id = v.message_id(&bytes);
+        assert_eq!(id, request.digest(), "the id leaves the signature out");
+        assert!(v.validate(&id, &bytes).is_err());
+        assert_eq!(v.take_verified(&id), None);
+
+        let mut other = RequestValidator::new(ClusterId(Digest([2; 32])), RequestLimits::default());
+        let bytes = codec::encode(&request);
+        assert!(other.validate(&request.digest(), &bytes).is_err());
+        assert!(v.validate(&Digest([9; 32]), &bytes).is_err());
+        assert_eq!(v.refused(), 2);
+    }
+}
