@@ -227,3 +227,51 @@ fn a_restored_replica_still_reports_a_prepared_batch_it_executed() {
         .collect();
     assert_eq!(reported, vec![SeqNum(1)]);
 }
+
+/// PBFT §4.3 across a crash: a replica executed checkpoint seq 4 but
+/// crashed before its quorum of CHECKPOINTs arrived. Restored with the
+/// digest its replay recomputed, it makes the checkpoint stable from the
+/// peers' CHECKPOINTs alone (the cluster executes nothing more that would
+/// recompute it); restored without it, it cannot.
+#[test]
+fn a_checkpoint_executed_before_a_crash_becomes_stable_after_it() {
+    let keys = keys(4);
+    let digest = request(99);
+    let checkpoint = |i: usize| {
+        signed(
+            &keys,
+            i,
+            Message::Checkpoint(consensus::Checkpoint {
+                seq: SeqNum(4),
+                app_digest: digest,
+                replica: ReplicaId(i as u16),
+            }),
+        )
+    };
+    let stable_after = |checkpoints: Vec<(SeqNum, primitives::Digest)>| {
+        let state = RecoveredState {
+            last_executed: SeqNum(5),
+            last_time: HlcTimestamp::from_micros(T0),
+            checkpoints,
+            ..RecoveredState::default()
+        };
+        let mut r = Replica::restore(config(&keys, 1), state).unwrap();
+        let mut inputs = vec![Input::Start];
+        for i in [0, 2] {
+            inputs.push(Input::Peer {
+                from: ReplicaId(i),
+                message: checkpoint(i as usize),
+            });
+        }
+        let (out, _) = drive(&mut r, inputs);
+        out.iter().any(|o| {
+            matches!(o, Output::StableCheckpoint { seq, app_digest, .. }
+                if *seq == SeqNum(4) && *app_digest == digest)
+        })
+    };
+    assert!(stable_after(vec![(SeqNum(4), digest)]));
+    assert!(
+        !stable_after(Vec::new()),
+        "the digest is what makes it stable"
+    );
+}

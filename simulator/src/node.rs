@@ -534,6 +534,14 @@ impl Node {
             stable: self.disk.stable.clone(),
             last_executed: self.app.last_seq,
             last_time: self.app.last_time,
+            // The CHECKPOINT digest is the pulse header's.
+            checkpoints: self
+                .app
+                .pulses
+                .headers
+                .iter()
+                .map(|(seq, header)| (*seq, header.digest()))
+                .collect(),
         };
         self.core = Replica::restore(self.config.clone(), state).expect("valid config");
         self.up = true;

@@ -11,6 +11,23 @@ use primitives::{Digest, ReplicaId, SeqNum};
 use std::collections::BTreeMap;
 
 impl Replica {
+    /// Our CHECKPOINT for a seq executed in an earlier life (recovery):
+    /// signed again (the signature is deterministic) and kept, so peers'
+    /// CHECKPOINTs can still make it stable and STATUS resends ours.
+    pub(super) fn restore_own_checkpoint(&mut self, seq: SeqNum, app_digest: Digest) {
+        self.own_checkpoints.insert(seq, app_digest);
+        let checkpoint = Checkpoint {
+            seq,
+            app_digest,
+            replica: self.cfg.id,
+        };
+        let signed = self.sign(Message::Checkpoint(checkpoint));
+        self.checkpoints
+            .entry(seq)
+            .or_default()
+            .insert(self.cfg.id, signed);
+    }
+
     pub(super) fn on_executed(&mut self, seq: SeqNum, app_digest: Digest) {
         if seq != self.last_applied.next() || seq > self.last_executed {
             return self.reject(None, Rejection::ExecutedOutOfOrder);

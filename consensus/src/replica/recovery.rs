@@ -22,6 +22,13 @@ pub struct RecoveredState {
     pub stable: Option<(SeqNum, Digest, Vec<SignedMessage>)>,
     /// The last seq the application has applied (snapshot plus replay).
     pub last_executed: SeqNum,
+    /// The application digest at each checkpoint seq above the stable one
+    /// that the replay passed. Without them a replica that executed a
+    /// checkpoint seq before a crash, but had not yet collected its
+    /// quorum, could never make it stable: the peers' CHECKPOINTs are
+    /// matched against its own digest, and a quiet cluster executes
+    /// nothing that would compute it again.
+    pub checkpoints: Vec<(SeqNum, Digest)>,
     /// Its effective time.
     pub last_time: HlcTimestamp,
 }
@@ -42,6 +49,12 @@ impl Replica {
         r.progress_seq = r.last_executed;
         r.executed_at_last_tick = r.last_executed;
         r.restore_view(&state.records);
+        for (seq, digest) in state.checkpoints {
+            let aligned = seq.0.is_multiple_of(r.cfg.checkpoint_interval) && seq.0 > 0;
+            if aligned && seq > r.low && seq <= r.last_executed {
+                r.restore_own_checkpoint(seq, digest);
+            }
+        }
         // Durable PRE-PREPAREs by (view, seq), the new primary's
         // re-proposals included: a prepared certificate is rebuilt from
         // its own view's PRE-PREPARE, even for a slot executed since or

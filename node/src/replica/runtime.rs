@@ -350,6 +350,14 @@ impl Runtime {
                 stable,
                 last_executed: self.certifier.last_executed(),
                 last_time: self.last_time,
+                // The pulses the replay computed; the CHECKPOINT digest is
+                // the pulse header's.
+                checkpoints: self
+                    .chain
+                    .unstable
+                    .iter()
+                    .map(|(seq, (header, ..))| (*seq, header.digest()))
+                    .collect(),
             };
             self.core = Replica::restore(self.cfg.consensus_config(), state)
                 .map_err(RuntimeError::Consensus)?;
