@@ -11,31 +11,15 @@ use primitives::{Digest, ReplicaId, SeqNum};
 use std::collections::BTreeMap;
 
 impl Replica {
-    /// Our CHECKPOINT for a seq executed in an earlier life (recovery):
-    /// signed again (the signature is deterministic) and kept, so peers'
-    /// CHECKPOINTs can still make it stable and STATUS resends ours.
-    pub(super) fn restore_own_checkpoint(&mut self, seq: SeqNum, app_digest: Digest) {
-        self.own_checkpoints.insert(seq, app_digest);
-        let checkpoint = Checkpoint {
-            seq,
-            app_digest,
-            replica: self.cfg.id,
-        };
-        let signed = self.sign(Message::Checkpoint(checkpoint));
-        self.checkpoints
-            .entry(seq)
-            .or_default()
-            .insert(self.cfg.id, signed);
-    }
-
-    pub(super) fn on_executed(&mut self, seq: SeqNum, app_digest: Digest) {
-        if seq != self.last_applied.next() || seq > self.last_executed {
-            return self.reject(None, Rejection::ExecutedOutOfOrder);
-        }
-        self.last_applied = seq;
-        if !seq.0.is_multiple_of(self.cfg.checkpoint_interval) {
-            return;
-        }
+    /// Our CHECKPOINT at `seq`, signed and kept with the others' (the
+    /// signature is deterministic, so recovery re-signs the same message
+    /// for a seq executed in an earlier life): peers' CHECKPOINTs are
+    /// matched against it, and STATUS resends it.
+    pub(super) fn record_own_checkpoint(
+        &mut self,
+        seq: SeqNum,
+        app_digest: Digest,
+    ) -> SignedMessage {
         self.own_checkpoints.insert(seq, app_digest);
         let checkpoint = Checkpoint {
             seq,
@@ -47,6 +31,18 @@ impl Replica {
             .entry(seq)
             .or_default()
             .insert(self.cfg.id, signed.clone());
+        signed
+    }
+
+    pub(super) fn on_executed(&mut self, seq: SeqNum, app_digest: Digest) {
+        if seq != self.last_applied.next() || seq > self.last_executed {
+            return self.reject(None, Rejection::ExecutedOutOfOrder);
+        }
+        self.last_applied = seq;
+        if !seq.0.is_multiple_of(self.cfg.checkpoint_interval) {
+            return;
+        }
+        let signed = self.record_own_checkpoint(seq, app_digest);
         self.broadcast(signed);
         self.try_stabilize(seq);
     }

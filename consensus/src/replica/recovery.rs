@@ -52,7 +52,7 @@ impl Replica {
         for (seq, digest) in state.checkpoints {
             let aligned = seq.0.is_multiple_of(r.cfg.checkpoint_interval) && seq.0 > 0;
             if aligned && seq > r.low && seq <= r.last_executed {
-                r.restore_own_checkpoint(seq, digest);
+                r.record_own_checkpoint(seq, digest);
             }
         }
         // Durable PRE-PREPAREs by (view, seq), the new primary's
