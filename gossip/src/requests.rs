@@ -26,7 +26,6 @@ pub struct RequestValidator {
     cluster: ClusterId,
     limits: RequestLimits,
     verified: BTreeMap<Digest, Request>,
-    refused: u64,
 }
 
 impl RequestValidator {
@@ -36,12 +35,11 @@ impl RequestValidator {
             cluster,
             limits,
             verified: BTreeMap::new(),
-            refused: 0,
         }
     }
 
     /// Decodes and fully verifies a payload.
-    pub fn check(&self, payload: &[u8]) -> Result<(Digest, Request), Invalid> {
+    fn check(&self, payload: &[u8]) -> Result<(Digest, Request), Invalid> {
         let request = Request::decode(payload, &self.limits).map_err(|e| Invalid(e.to_string()))?;
         let digest = request
             .verify(self.cluster, &self.limits)
@@ -55,11 +53,6 @@ impl RequestValidator {
     pub fn take_verified(&mut self, digest: &Digest) -> Option<Request> {
         self.verified.remove(digest)
     }
-
-    /// Payloads refused so far.
-    pub fn refused(&self) -> u64 {
-        self.refused
-    }
 }
 
 impl Validator for RequestValidator {
@@ -71,22 +64,18 @@ impl Validator for RequestValidator {
     }
 
     fn validate(&mut self, id: &Digest, payload: &[u8]) -> Result<(), Invalid> {
-        let verdict = self.check(payload).and_then(|(digest, request)| {
-            // Also refuses a non-canonical encoding, whose prefix hash is
-            // not the digest of what it decodes to.
-            if digest != *id {
-                return Err(Invalid("id is not the request digest".into()));
-            }
-            if self.verified.len() >= VERIFIED_MAX {
-                self.verified.pop_first();
-            }
-            self.verified.insert(digest, request);
-            Ok(())
-        });
-        if verdict.is_err() {
-            self.refused += 1;
+        // Refusals are counted by the core (`Stats::invalid`).
+        let (digest, request) = self.check(payload)?;
+        // Also refuses a non-canonical encoding, whose prefix hash is not
+        // the digest of what it decodes to.
+        if digest != *id {
+            return Err(Invalid("id is not the request digest".into()));
         }
-        verdict
+        if self.verified.len() >= VERIFIED_MAX {
+            self.verified.pop_first();
+        }
+        self.verified.insert(digest, request);
+        Ok(())
     }
 }
 
@@ -119,7 +108,6 @@ mod tests {
         v.validate(&id, &bytes).unwrap();
         assert_eq!(v.take_verified(&id), Some(request));
         assert_eq!(v.take_verified(&id), None);
-        assert_eq!(v.refused(), 0);
     }
 
     #[test]
@@ -138,6 +126,6 @@ mod tests {
         let bytes = codec::encode(&request);
         assert!(other.validate(&request.digest(), &bytes).is_err());
         assert!(v.validate(&Digest([9; 32]), &bytes).is_err());
-        assert_eq!(v.refused(), 2);
+        assert_eq!(v.take_verified(&Digest([9; 32])), None);
     }
 }

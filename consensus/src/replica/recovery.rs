@@ -49,9 +49,14 @@ impl Replica {
         r.progress_seq = r.last_executed;
         r.executed_at_last_tick = r.last_executed;
         r.restore_view(&state.records);
+        // The driver may pass every pulse it replayed; those the stable
+        // checkpoint covers are done already.
         for (seq, digest) in state.checkpoints {
-            let aligned = seq.0.is_multiple_of(r.cfg.checkpoint_interval) && seq.0 > 0;
-            if aligned && seq > r.low && seq <= r.last_executed {
+            assert!(
+                seq.0 > 0 && seq.0.is_multiple_of(r.cfg.checkpoint_interval),
+                "the driver recovered a checkpoint digest at {seq:?}, not a checkpoint seq"
+            );
+            if seq > r.low && seq <= r.last_executed {
                 r.record_own_checkpoint(seq, digest);
             }
         }
