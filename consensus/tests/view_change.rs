@@ -39,13 +39,49 @@ fn view_change_primary_cut_off() {
         new_view_of(&c, 1).is_some(),
         "the new primary sent NEW-VIEW"
     );
-    // Replica 0 rejoins. Cut off, it suspected its own view too and moved
-    // to a higher one, which it cannot leave (§4.5.2); it catches up by
-    // committed batches, which carry their certificates whatever the view.
+    // Replica 0 rejoins. Cut off, it suspected its own view too, but alone
+    // it went no further than view 1 (§4.5.2), so the others' NEW-VIEW,
+    // sent when its STATUS shows it behind, lets it in.
     c.cut.clear();
     c.run(200);
-    assert!(c.replicas[0].view() >= ViewNumber(1));
+    assert_eq!(c.replicas[0].view(), ViewNumber(1));
+    assert!(c.replicas[0].view_active());
+    assert_eq!(c.views_installed(0), vec![ViewNumber(1)]);
     assert_eq!(c.app[0], c.app[1]);
+}
+
+#[test]
+fn a_replica_alone_in_its_view_change_does_not_climb_views() {
+    // §4.5.2: a backup starts the timer for view v+2 only once it holds
+    // 2f+1 VIEW-CHANGEs for v+1. Cut off for 40 view-change timeouts,
+    // replica 3 stays in its first view change; with the quorum the others
+    // move on from a view whose primary (replica 1) is gone too.
+    let mut c = Cluster::new(4);
+    c.cut.insert(3);
+    c.submit((0..4).map(request));
+    c.cut.insert(0);
+    c.cut.insert(1);
+    c.run(4_000);
+    assert_eq!(
+        c.replicas[3].view(),
+        ViewNumber(1),
+        "alone: one view change"
+    );
+    assert!(!c.replicas[3].view_active());
+    // Replica 2 is alone too (0 and 1 are gone): it also stays.
+    assert_eq!(c.replicas[2].view(), ViewNumber(1));
+    // Replicas 2 and 3 see each other and replica 0: a quorum asks for
+    // view 1, whose primary is cut off, so they climb to view 2 together,
+    // and replica 0 (alive again) installs it with them.
+    c.cut.clear();
+    c.cut.insert(1);
+    c.run(2_000);
+    for i in [0, 2, 3] {
+        assert_eq!(c.replicas[i].view(), ViewNumber(2), "replica {i}");
+        assert!(c.replicas[i].view_active(), "replica {i}");
+    }
+    let total: usize = c.executed[2].iter().map(|b| b.digests.len()).sum();
+    assert_eq!(total, 4, "the requests commit in view 2");
 }
 
 /// Seq 1 prepares everywhere but no COMMIT of view 0 gets through; then

@@ -34,11 +34,31 @@ impl Replica {
             self.progress_at = self.now;
             return;
         }
+        if !self.view_active && !self.view_change_quorum() {
+            // §4.5.2: the timer for view v+1 starts only once a quorum
+            // asks for view v. A replica alone in its view change (resumed
+            // after a pause, or cut off) would otherwise climb views nobody
+            // joins, and the others, in a view below, could never hand it
+            // their NEW-VIEW.
+            self.progress_at = self.now;
+            return;
+        }
         let backoff = 1u64 << self.view_change_attempts.min(6);
         let timeout = self.cfg.view_change_timeout_micros.saturating_mul(backoff);
         if self.now.saturating_sub(self.progress_at) >= timeout {
             self.start_view_change(self.view.next());
         }
+    }
+
+    /// A quorum of replicas (us included) whose latest VIEW-CHANGE asks for
+    /// our view or a later one.
+    fn view_change_quorum(&self) -> bool {
+        let asking = self
+            .view_changes
+            .values()
+            .filter(|s| matches!(&s.message, Message::ViewChange(vc) if vc.view >= self.view))
+            .count();
+        asking >= self.quorum()
     }
 
     fn has_pending_work(&self) -> bool {
