@@ -48,11 +48,10 @@ impl StateMachine {
             locks: 0,
             claims: 0,
         };
-        self.sessions.insert(&mut self.dt, id, session);
+        self.sessions.insert(id, session);
         let deadline = (expires_at, Deadline::SessionExpiry(id));
-        self.deadlines.insert(&mut self.dt, deadline, ());
-        self.clients
-            .update(&mut self.dt, &client, |c| c.sessions += 1);
+        self.deadlines.insert(deadline, ());
+        self.clients.update(&client, |c| c.sessions += 1);
         Ok(OpResult::SessionCreated {
             session: id,
             expires_at,
@@ -69,12 +68,11 @@ impl StateMachine {
         let session = self.owned(client, id)?;
         self.check_ttl(ttl)?;
         let old = (session.expires_at, Deadline::SessionExpiry(id));
-        self.deadlines.remove(&mut self.dt, &old);
+        self.deadlines.remove(&old);
         let expires_at = cx.now.saturating_add(ttl);
         self.deadlines
-            .insert(&mut self.dt, (expires_at, Deadline::SessionExpiry(id)), ());
-        self.sessions
-            .update(&mut self.dt, &id, |s| s.expires_at = expires_at);
+            .insert((expires_at, Deadline::SessionExpiry(id)), ());
+        self.sessions.update(&id, |s| s.expires_at = expires_at);
         Ok(OpResult::Renewed { expires_at })
     }
 
@@ -158,11 +156,10 @@ impl StateMachine {
         for message in claims {
             self.unclaim(cx, message);
         }
-        let session = self.sessions.remove(&mut self.dt, &id).expect("live");
+        let session = self.sessions.remove(&id).expect("live");
         let deadline = (session.expires_at, Deadline::SessionExpiry(id));
-        self.deadlines.remove(&mut self.dt, &deadline);
-        self.clients
-            .update(&mut self.dt, &session.owner, |c| c.sessions -= 1);
+        self.deadlines.remove(&deadline);
+        self.clients.update(&session.owner, |c| c.sessions -= 1);
     }
 
     fn start_lock_delay(&mut self, resource: &str, expired_at: u64) {
@@ -177,17 +174,15 @@ impl StateMachine {
                 return;
             }
             self.deadlines
-                .remove(&mut self.dt, &(old, Deadline::LockDelay(key.clone())));
+                .remove(&(old, Deadline::LockDelay(key.clone())));
         }
         self.deadlines
-            .insert(&mut self.dt, (until, Deadline::LockDelay(key.clone())), ());
-        self.locks
-            .update(&mut self.dt, &key, |l| l.delayed_until = Some(until));
+            .insert((until, Deadline::LockDelay(key.clone())), ());
+        self.locks.update(&key, |l| l.delayed_until = Some(until));
     }
 
     pub(crate) fn end_lock_delay(&mut self, cx: &mut Cx, resource: String) {
-        self.locks
-            .update(&mut self.dt, &resource, |l| l.delayed_until = None);
+        self.locks.update(&resource, |l| l.delayed_until = None);
         self.grant_waiters(cx, &resource);
         self.remove_lock_if_idle(&resource);
     }
@@ -195,12 +190,10 @@ impl StateMachine {
     /// Removes `session` from the holders of `resource`; returns its token.
     fn drop_holder(&mut self, session: SessionId, resource: &str) -> FencingToken {
         let key = (resource.to_string(), session);
-        let token = self.holders.remove(&mut self.dt, &key).expect("holder");
-        self.session_locks
-            .remove(&mut self.dt, &(session, resource.to_string()));
-        self.sessions
-            .update(&mut self.dt, &session, |s| s.locks -= 1);
-        self.locks.update(&mut self.dt, &key.0, |l| {
+        let token = self.holders.remove(&key).expect("holder");
+        self.session_locks.remove(&(session, resource.to_string()));
+        self.sessions.update(&session, |s| s.locks -= 1);
+        self.locks.update(&key.0, |l| {
             l.holders -= 1;
             if l.holders == 0 {
                 l.mode = None;
@@ -212,17 +205,15 @@ impl StateMachine {
     /// Removes a waiter; with `error` it gets a final receipt and event.
     fn end_wait(&mut self, cx: &mut Cx, resource: &str, ticket: FencingToken, error: OpError) {
         let key = (resource.to_string(), ticket);
-        let waiter = self.waiters.remove(&mut self.dt, &key).expect("waiter");
+        let waiter = self.waiters.remove(&key).expect("waiter");
         let deadline = (
             waiter.deadline,
             Deadline::WaiterTimeout(key.0.clone(), ticket),
         );
-        self.deadlines.remove(&mut self.dt, &deadline);
-        self.session_locks
-            .remove(&mut self.dt, &(waiter.session, key.0.clone()));
-        self.sessions
-            .update(&mut self.dt, &waiter.session, |s| s.locks -= 1);
-        self.locks.update(&mut self.dt, &key.0, |l| l.waiters -= 1);
+        self.deadlines.remove(&deadline);
+        self.session_locks.remove(&(waiter.session, key.0.clone()));
+        self.sessions.update(&waiter.session, |s| s.locks -= 1);
+        self.locks.update(&key.0, |l| l.waiters -= 1);
         cx.receipt(waiter.request, waiter.op_index, &Err(error.clone()));
         cx.out.events.push(ClientEvent::WaitEnded {
             client: waiter.client,
@@ -246,7 +237,7 @@ impl StateMachine {
         let key = resource.to_string();
         if let Some(lock) = self.locks.get(&key) {
             if lock.holders == 0 && lock.waiters == 0 && lock.delayed_until.is_none() {
-                self.locks.remove(&mut self.dt, &key);
+                self.locks.remove(&key);
             }
         }
     }
@@ -273,13 +264,13 @@ impl StateMachine {
                 return;
             }
             let (ticket, waiter) = (*ticket, waiter.clone());
-            self.waiters.remove(&mut self.dt, &(key.clone(), ticket));
+            self.waiters.remove(&(key.clone(), ticket));
             let deadline = (
                 waiter.deadline,
                 Deadline::WaiterTimeout(key.clone(), ticket),
             );
-            self.deadlines.remove(&mut self.dt, &deadline);
-            self.locks.update(&mut self.dt, &key, |l| l.waiters -= 1);
+            self.deadlines.remove(&deadline);
+            self.locks.update(&key, |l| l.waiters -= 1);
             let token = self.add_holder(cx, waiter.session, &key, waiter.mode);
             self.bump(|s| s.grants_after_wait += 1);
             cx.receipt(
@@ -309,11 +300,10 @@ impl StateMachine {
     ) -> FencingToken {
         let token = cx.token();
         let key = resource.to_string();
-        self.holders
-            .insert(&mut self.dt, (key.clone(), session), token);
+        self.holders.insert((key.clone(), session), token);
         self.session_locks
-            .insert(&mut self.dt, (session, key.clone()), Role::Held);
-        self.locks.update(&mut self.dt, &key, |l| {
+            .insert((session, key.clone()), Role::Held);
+        self.locks.update(&key, |l| {
             l.holders += 1;
             l.mode = Some(mode);
             l.last_token = Some(token);
@@ -353,8 +343,8 @@ impl StateMachine {
         let lock = existing.unwrap_or_default();
         let free = lock.delayed_until.is_none() && lock.waiters == 0 && compatible(&lock, mode);
         if free {
-            self.locks.insert(&mut self.dt, resource.clone(), lock);
-            self.sessions.update(&mut self.dt, &id, |s| s.locks += 1);
+            self.locks.insert(resource.clone(), lock);
+            self.sessions.update(&id, |s| s.locks += 1);
             let token = self.add_holder(cx, id, &resource, mode);
             return Ok(OpResult::Granted { token });
         }
@@ -377,15 +367,13 @@ impl StateMachine {
             request: origin.request,
             op_index: origin.op_index,
         };
-        self.waiters
-            .insert(&mut self.dt, (resource.clone(), ticket), waiter);
+        self.waiters.insert((resource.clone(), ticket), waiter);
         let timeout = (deadline, Deadline::WaiterTimeout(resource.clone(), ticket));
-        self.deadlines.insert(&mut self.dt, timeout, ());
+        self.deadlines.insert(timeout, ());
         self.session_locks
-            .insert(&mut self.dt, (id, resource.clone()), Role::Waiting(ticket));
-        self.sessions.update(&mut self.dt, &id, |s| s.locks += 1);
-        self.locks
-            .update(&mut self.dt, &resource, |l| l.waiters += 1);
+            .insert((id, resource.clone()), Role::Waiting(ticket));
+        self.sessions.update(&id, |s| s.locks += 1);
+        self.locks.update(&resource, |l| l.waiters += 1);
         Ok(OpResult::Queued {
             position: lock.waiters,
         })
@@ -411,14 +399,12 @@ impl StateMachine {
             Role::Waiting(ticket) => {
                 // Withdrawn by its own client: no separate final receipt.
                 let key = (resource.clone(), ticket);
-                let waiter = self.waiters.remove(&mut self.dt, &key).expect("waiter");
+                let waiter = self.waiters.remove(&key).expect("waiter");
                 let deadline = (waiter.deadline, Deadline::WaiterTimeout(key.0, ticket));
-                self.deadlines.remove(&mut self.dt, &deadline);
-                self.session_locks
-                    .remove(&mut self.dt, &(id, resource.clone()));
-                self.sessions.update(&mut self.dt, &id, |s| s.locks -= 1);
-                self.locks
-                    .update(&mut self.dt, &resource, |l| l.waiters -= 1);
+                self.deadlines.remove(&deadline);
+                self.session_locks.remove(&(id, resource.clone()));
+                self.sessions.update(&id, |s| s.locks -= 1);
+                self.locks.update(&resource, |l| l.waiters -= 1);
                 self.grant_waiters(cx, &resource);
             }
         }

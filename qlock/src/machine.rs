@@ -201,9 +201,9 @@ impl StateMachine {
     /// An empty state machine with `config`.
     pub fn new(config: Config) -> StateMachine {
         let mut sm = StateMachine::empty(config.clone());
-        sm.config_table.insert(&mut sm.dt, (), config);
-        sm.stats.insert(&mut sm.dt, (), Stats::default());
-        sm.dt.flush();
+        sm.config_table.insert((), config);
+        sm.stats.insert((), Stats::default());
+        sm.flush_digest();
         sm
     }
 
@@ -254,13 +254,27 @@ impl StateMachine {
     }
 
     pub(crate) fn bump(&mut self, f: impl FnOnce(&mut Stats)) {
-        self.stats.update(&mut self.dt, &(), f);
+        self.stats.update(&(), f);
     }
 
     /// The digest of everything that affects future results (see
     /// `table.rs` for how it is kept incremental and why that is sound).
     pub fn state_digest(&self) -> Digest {
+        for_each_table!(ref self, t => assert!(t.is_flushed(), "state digest of unflushed writes"));
         self.dt.root()
+    }
+
+    /// Hands the tables' writes to the digest tree (which marks their
+    /// buckets dirty).
+    pub(crate) fn flush_tables(&mut self) {
+        let dt = &mut self.dt;
+        for_each_table!(self, t => t.flush_into(dt));
+    }
+
+    /// Hashes everything written since the last flush: once per batch.
+    pub(crate) fn flush_digest(&mut self) {
+        self.flush_tables();
+        self.dt.flush();
     }
 
     /// The earliest time at which a lease, waiter deadline, lock-delay or
@@ -312,7 +326,7 @@ impl StateMachine {
             s.last_seq = Some(seq);
             s.last_time = time;
         });
-        self.dt.flush();
+        self.flush_digest();
         cx.out
     }
 
@@ -338,7 +352,7 @@ impl StateMachine {
             WindowVerdict::BelowWindow => return refuse(cx, OpError::RequestTooOld),
             WindowVerdict::Seen => return self.replay(cx, request, digest),
         }
-        self.clients.insert(&mut self.dt, client, record);
+        self.clients.insert(client, record);
         let results = self.execute_ops(cx, request, digest);
         self.cache_reply(cx, client, number, digest, results);
     }
@@ -418,8 +432,7 @@ impl StateMachine {
         failed: u32,
         error: OpError,
     ) -> Vec<Bytes> {
-        let dt = &mut self.dt;
-        for_each_table!(self, t => t.rollback(dt));
+        for_each_table!(self, t => t.rollback());
         cx.out.receipts.truncate(receipts_before);
         cx.out.events.truncate(events_before);
         (0..request.body.ops.len() as u32)
@@ -514,11 +527,9 @@ impl StateMachine {
             results,
             order,
         };
-        self.replies.insert(&mut self.dt, (client, number), reply);
-        self.reply_order
-            .insert(&mut self.dt, order, (client, number));
-        self.clients
-            .update(&mut self.dt, &client, |c| c.replies += 1);
+        self.replies.insert((client, number), reply);
+        self.reply_order.insert(order, (client, number));
+        self.clients.update(&client, |c| c.replies += 1);
         let own = self.clients.get(&client).expect("client exists").replies;
         if own > self.config.reply_cache_per_client_max {
             let oldest = self
@@ -538,15 +549,11 @@ impl StateMachine {
     }
 
     fn evict_reply(&mut self, key: (ClientId, u64)) {
-        let reply = self
-            .replies
-            .remove(&mut self.dt, &key)
-            .expect("reply exists");
-        self.reply_order.remove(&mut self.dt, &reply.order);
+        let reply = self.replies.remove(&key).expect("reply exists");
+        self.reply_order.remove(&reply.order);
         let size: u64 = reply.results.iter().map(|r| r.0.len() as u64).sum();
         self.bump(|s| s.reply_cache_bytes -= size);
-        self.clients
-            .update(&mut self.dt, &key.0, |c| c.replies -= 1);
+        self.clients.update(&key.0, |c| c.replies -= 1);
     }
 
     /// Processes every deadline due by `cx.now`, earliest first.
@@ -556,7 +563,7 @@ impl StateMachine {
                 break;
             }
             let key = (*at, deadline.clone());
-            self.deadlines.remove(&mut self.dt, &key);
+            self.deadlines.remove(&key);
             let (at, deadline) = key;
             match deadline {
                 Deadline::SessionExpiry(session) => self.expire_session(cx, session, at),
@@ -575,8 +582,8 @@ impl StateMachine {
                 break;
             }
             let entry = (*at, queue.clone(), key.clone());
-            self.dedup_deadlines.remove(&mut self.dt, &entry);
-            self.dedup.remove(&mut self.dt, &(entry.1, entry.2));
+            self.dedup_deadlines.remove(&entry);
+            self.dedup.remove(&(entry.1, entry.2));
         }
     }
 
@@ -638,31 +645,30 @@ impl StateMachine {
         if sm.stats.get(&()).is_none() {
             return Err(SnapshotError::NoConfig);
         }
-        sm.dt.flush();
+        sm.flush_digest();
         Ok(sm)
     }
 
     pub(crate) fn load(&mut self, record: &Record) -> bool {
-        let dt = &mut self.dt;
         match record.tag {
-            0 => self.config_table.load(dt, record),
-            1 => self.stats.load(dt, record),
-            2 => self.clients.load(dt, record),
-            3 => self.replies.load(dt, record),
-            4 => self.reply_order.load(dt, record),
-            5 => self.sessions.load(dt, record),
-            6 => self.locks.load(dt, record),
-            7 => self.holders.load(dt, record),
-            8 => self.waiters.load(dt, record),
-            9 => self.session_locks.load(dt, record),
-            10 => self.queues.load(dt, record),
-            11 => self.messages.load(dt, record),
-            12 => self.ready.load(dt, record),
-            13 => self.dead.load(dt, record),
-            14 => self.dedup.load(dt, record),
-            15 => self.dedup_deadlines.load(dt, record),
-            16 => self.session_claims.load(dt, record),
-            17 => self.deadlines.load(dt, record),
+            0 => self.config_table.load(record),
+            1 => self.stats.load(record),
+            2 => self.clients.load(record),
+            3 => self.replies.load(record),
+            4 => self.reply_order.load(record),
+            5 => self.sessions.load(record),
+            6 => self.locks.load(record),
+            7 => self.holders.load(record),
+            8 => self.waiters.load(record),
+            9 => self.session_locks.load(record),
+            10 => self.queues.load(record),
+            11 => self.messages.load(record),
+            12 => self.ready.load(record),
+            13 => self.dead.load(record),
+            14 => self.dedup.load(record),
+            15 => self.dedup_deadlines.load(record),
+            16 => self.session_claims.load(record),
+            17 => self.deadlines.load(record),
             _ => false,
         }
     }

@@ -55,17 +55,15 @@ impl StateMachine {
             claim: None,
         };
         let len = message.payload.0.len() as u64;
-        self.messages.insert(&mut self.dt, id, message);
+        self.messages.insert(id, message);
         self.make_ready(cx, &queue, priority, order, id);
-        self.clients
-            .update(&mut self.dt, &origin.client, |c| c.messages += 1);
+        self.clients.update(&origin.client, |c| c.messages += 1);
         self.bump(|s| s.payload_bytes += len);
         if let Some(key) = dedup_key {
             let expires = cx.now.saturating_add(self.config.dedup_window);
             self.dedup
-                .insert(&mut self.dt, (queue.clone(), key.clone()), (id, expires));
-            self.dedup_deadlines
-                .insert(&mut self.dt, (expires, queue, key), ());
+                .insert((queue.clone(), key.clone()), (id, expires));
+            self.dedup_deadlines.insert((expires, queue, key), ());
         }
         Ok(OpResult::Submitted {
             id,
@@ -112,9 +110,9 @@ impl StateMachine {
         let mut counts = self.queues.get(&key).cloned().unwrap_or_default();
         f(&mut counts);
         if counts == QueueDepth::default() {
-            self.queues.remove(&mut self.dt, &key);
+            self.queues.remove(&key);
         } else {
-            self.queues.insert(&mut self.dt, key, counts);
+            self.queues.insert(key, counts);
         }
     }
 
@@ -130,11 +128,8 @@ impl StateMachine {
             .queues
             .get(&queue.to_string())
             .is_none_or(|c| c.ready.iter().all(|n| *n == 0));
-        self.ready.insert(
-            &mut self.dt,
-            (queue.to_string(), priority.rank(), order),
-            id,
-        );
+        self.ready
+            .insert((queue.to_string(), priority.rank(), order), id);
         self.counts(queue, |c| c.ready[usize::from(priority.rank())] += 1);
         if was_empty {
             cx.out.events.push(ClientEvent::QueueNonEmpty {
@@ -172,18 +167,15 @@ impl StateMachine {
         let Some((rank, order, id)) = self.first_ready(&queue) else {
             return Ok(OpResult::Empty);
         };
-        self.ready
-            .remove(&mut self.dt, &(queue.clone(), rank, order));
+        self.ready.remove(&(queue.clone(), rank, order));
         let until = cx.now.saturating_add(visibility_timeout);
-        self.messages.update(&mut self.dt, &id, |m| {
+        self.messages.update(&id, |m| {
             m.delivery += 1;
             m.claim = Some(Claim { session, until });
         });
-        self.deadlines
-            .insert(&mut self.dt, (until, Deadline::Visibility(id)), ());
-        self.session_claims.insert(&mut self.dt, (session, id), ());
-        self.sessions
-            .update(&mut self.dt, &session, |s| s.claims += 1);
+        self.deadlines.insert((until, Deadline::Visibility(id)), ());
+        self.session_claims.insert((session, id), ());
+        self.sessions.update(&session, |s| s.claims += 1);
         self.counts(&queue, |c| {
             c.ready[usize::from(rank)] -= 1;
             c.claimed += 1;
@@ -220,17 +212,14 @@ impl StateMachine {
     ) -> OpOutcome {
         let message = self.claimed_by(client, session, id, delivery)?;
         let claim = message.claim.as_ref().expect("claimed");
-        self.messages.remove(&mut self.dt, &id);
+        self.messages.remove(&id);
         self.deadlines
-            .remove(&mut self.dt, &(claim.until, Deadline::Visibility(id)));
-        self.session_claims.remove(&mut self.dt, &(session, id));
-        self.sessions
-            .update(&mut self.dt, &session, |s| s.claims -= 1);
+            .remove(&(claim.until, Deadline::Visibility(id)));
+        self.session_claims.remove(&(session, id));
+        self.sessions.update(&session, |s| s.claims -= 1);
         self.counts(&message.queue, |c| c.claimed -= 1);
         self.clients
-            .update(&mut self.dt, &message.provenance.submitter, |c| {
-                c.messages -= 1
-            });
+            .update(&message.provenance.submitter, |c| c.messages -= 1);
         let len = message.payload.0.len() as u64;
         self.bump(|s| s.payload_bytes -= len);
         Ok(OpResult::Done)
@@ -255,32 +244,28 @@ impl StateMachine {
         let mut message = self.messages.get(&id).expect("claimed message").clone();
         let claim = message.claim.take().expect("message is claimed");
         self.deadlines
-            .remove(&mut self.dt, &(claim.until, Deadline::Visibility(id)));
-        self.session_claims
-            .remove(&mut self.dt, &(claim.session, id));
+            .remove(&(claim.until, Deadline::Visibility(id)));
+        self.session_claims.remove(&(claim.session, id));
         if self.sessions.contains(&claim.session) {
-            self.sessions
-                .update(&mut self.dt, &claim.session, |s| s.claims -= 1);
+            self.sessions.update(&claim.session, |s| s.claims -= 1);
         }
         self.counts(&message.queue, |c| c.claimed -= 1);
         if message.delivery >= self.config.dead_letter_after {
             self.dead_letter(id, message);
         } else {
             let (queue, priority, order) = (message.queue.clone(), message.priority, message.order);
-            self.messages.insert(&mut self.dt, id, message);
+            self.messages.insert(id, message);
             self.make_ready(cx, &queue, priority, order, id);
         }
     }
 
     fn dead_letter(&mut self, id: MessageId, message: Message) {
-        self.messages.remove(&mut self.dt, &id);
+        self.messages.remove(&id);
         let queue = message.queue.clone();
         self.clients
-            .update(&mut self.dt, &message.provenance.submitter, |c| {
-                c.messages -= 1
-            });
+            .update(&message.provenance.submitter, |c| c.messages -= 1);
         self.dead
-            .insert(&mut self.dt, (queue.clone(), message.order), (id, message));
+            .insert((queue.clone(), message.order), (id, message));
         self.counts(&queue, |c| c.dead += 1);
         self.bump(|s| s.dead_letters += 1);
         let dead = self
@@ -295,7 +280,7 @@ impl StateMachine {
                 .next()
                 .map(|(k, _)| k.clone())
                 .expect("queue has a dead letter");
-            let (_, dropped) = self.dead.remove(&mut self.dt, &oldest).expect("exists");
+            let (_, dropped) = self.dead.remove(&oldest).expect("exists");
             let len = dropped.payload.0.len() as u64;
             self.counts(&queue, |c| c.dead -= 1);
             self.bump(|s| {

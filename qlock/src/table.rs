@@ -2,7 +2,9 @@
 //! for atomic rollback, and dump themselves for snapshots.
 //!
 //! **The incremental digest.** Every table entry `(tag, key, value)` is
-//! hashed once when written: `k = H(tag ‖ key)`, `v = H(value)`. Entries
+//! hashed once per batch that writes it, however often it was written:
+//! a table remembers the keys written since the last flush and hashes them
+//! at the flush, `k = H(tag ‖ key)`, `v = H(value)`. Entries
 //! are spread over [`BUCKETS`] buckets by the first bytes of `k`; a
 //! bucket's digest is the hash of its entries' `(k, v)` pairs in `k` order;
 //! the state digest is the hash of all bucket digests in bucket order. A
@@ -147,6 +149,10 @@ pub(crate) struct Table<K, V> {
     /// `Some` while an atomic request runs: the previous value of every
     /// key written, in write order.
     journal: Option<Vec<(K, Option<V>)>>,
+    /// Keys written since the last [`Table::flush_into`]: a batch writes
+    /// the client record, the counters and a lock several times each, and
+    /// each is hashed once. Bounded by the writes of one batch.
+    dirty: BTreeSet<K>,
 }
 
 impl<K, V> Table<K, V>
@@ -159,6 +165,7 @@ where
             tag,
             map: BTreeMap::new(),
             journal: None,
+            dirty: BTreeSet::new(),
         }
     }
 
@@ -182,21 +189,18 @@ where
         self.map.range(range)
     }
 
-    pub(crate) fn insert(&mut self, dt: &mut DigestTree, key: K, value: V) -> Option<V> {
-        dt.set(
-            self.key_hash(&key),
-            Some(Digest::of(Domain::StateDigest, &codec::encode(&value))),
-        );
+    pub(crate) fn insert(&mut self, key: K, value: V) -> Option<V> {
         let old = self.map.insert(key.clone(), value);
         if let Some(journal) = &mut self.journal {
-            journal.push((key, old.clone()));
+            journal.push((key.clone(), old.clone()));
         }
+        self.dirty.insert(key);
         old
     }
 
-    pub(crate) fn remove(&mut self, dt: &mut DigestTree, key: &K) -> Option<V> {
+    pub(crate) fn remove(&mut self, key: &K) -> Option<V> {
         let old = self.map.remove(key)?;
-        dt.set(self.key_hash(key), None);
+        self.dirty.insert(key.clone());
         if let Some(journal) = &mut self.journal {
             journal.push((key.clone(), Some(old.clone())));
         }
@@ -204,10 +208,27 @@ where
     }
 
     /// Reads, changes and writes back one entry that must exist.
-    pub(crate) fn update(&mut self, dt: &mut DigestTree, key: &K, f: impl FnOnce(&mut V)) {
+    pub(crate) fn update(&mut self, key: &K, f: impl FnOnce(&mut V)) {
         let mut value = self.map.get(key).expect("updating a missing entry").clone();
         f(&mut value);
-        self.insert(dt, key.clone(), value);
+        self.insert(key.clone(), value);
+    }
+
+    /// Brings the digest tree's entries of the keys written since the last
+    /// flush up to date (the tree re-hashes their buckets at its own flush).
+    pub(crate) fn flush_into(&mut self, dt: &mut DigestTree) {
+        for key in std::mem::take(&mut self.dirty) {
+            let value_hash = self
+                .map
+                .get(&key)
+                .map(|value| Digest::of(Domain::StateDigest, &codec::encode(value)));
+            dt.set(self.key_hash(&key), value_hash);
+        }
+    }
+
+    /// No write waits for [`Table::flush_into`].
+    pub(crate) fn is_flushed(&self) -> bool {
+        self.dirty.is_empty()
     }
 
     /// `H(tag ‖ key)`: the entry's name in the digest tree.
@@ -226,12 +247,12 @@ where
         self.journal.take().expect("commit without begin");
     }
 
-    pub(crate) fn rollback(&mut self, dt: &mut DigestTree) {
+    pub(crate) fn rollback(&mut self) {
         let journal = self.journal.take().expect("rollback without begin");
         for (key, old) in journal.into_iter().rev() {
             match old {
-                Some(value) => self.insert(dt, key, value),
-                None => self.remove(dt, &key),
+                Some(value) => self.insert(key, value),
+                None => self.remove(&key),
             };
         }
     }
@@ -248,7 +269,7 @@ where
 
     /// Loads one snapshot record; false if it does not decode or repeats a
     /// key.
-    pub(crate) fn load(&mut self, dt: &mut DigestTree, record: &Record) -> bool {
+    pub(crate) fn load(&mut self, record: &Record) -> bool {
         let (Ok(key), Ok(value)) = (
             codec::decode::<K>(&record.key.0, codec::FRAME_BYTES_MAX),
             codec::decode::<V>(&record.value.0, codec::FRAME_BYTES_MAX),
@@ -258,7 +279,7 @@ where
         if self.map.contains_key(&key) {
             return false;
         }
-        self.insert(dt, key, value);
+        self.insert(key, value);
         true
     }
 }

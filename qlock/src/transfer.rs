@@ -249,6 +249,7 @@ impl Installer {
                 return Err(TransferError::BadRecord(index));
             }
         }
+        scratch.flush_tables();
         if scratch.dt.dirty().iter().any(|b| !range.contains(b)) {
             return Err(TransferError::OutsideSpan(index));
         }
