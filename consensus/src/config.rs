@@ -26,6 +26,11 @@ pub struct Config {
     /// How long the primary waits to fill a batch before proposing a
     /// partial one, in microseconds.
     pub batch_delay_micros: u64,
+    /// Adaptive batching: with none of its batches in flight the primary
+    /// proposes a partial batch at once instead of waiting out
+    /// `batch_delay_micros` (light load pays no batch delay; under load
+    /// batches are in flight and fill up as before).
+    pub propose_when_idle: bool,
     /// How far a fresh PRE-PREPARE's `batch_time` may be from the local
     /// clock, in microseconds (DESIGN.md step 5).
     pub max_clock_skew_micros: u64,
@@ -144,6 +149,7 @@ impl Config {
             watermark_window: 256,
             batch_size_max: 256,
             batch_delay_micros: 2_000,
+            propose_when_idle: true,
             max_clock_skew_micros: 500_000,
             status_interval_micros: 100_000,
             view_change_timeout_micros: 2_000_000,

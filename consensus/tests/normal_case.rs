@@ -119,6 +119,46 @@ fn partial_batch_waits_for_the_batch_delay() {
 }
 
 #[test]
+fn adaptive_batching_proposes_at_once_when_idle_and_gathers_while_busy() {
+    // TOCS §5.1 batching, adaptive: with nothing in flight a lone request
+    // goes out at once; while a batch is in flight, the next requests wait
+    // for the batch delay (or a full batch) and go out together.
+    let keys = keys(4);
+    let replicas = (0..4)
+        .map(|i| {
+            let mut cfg = config(&keys, i);
+            cfg.propose_when_idle = true;
+            Replica::new(cfg).unwrap()
+        })
+        .collect();
+    let mut c = Cluster::with(replicas);
+    let pre_prepares = |c: &Cluster| {
+        c.outputs[0]
+            .iter()
+            .filter(|o| matches!(o, Output::Broadcast { message: WireMessage::Signed(s) } if matches!(s.message, Message::PrePrepare(_))))
+            .count()
+    };
+    c.submit([request(1)]);
+    c.deliver_all();
+    assert_eq!(
+        c.executed_seqs(0),
+        vec![SeqNum(1)],
+        "no batch delay when idle"
+    );
+    c.submit([request(2)]);
+    assert_eq!(pre_prepares(&c), 2, "idle again: proposed at once");
+    c.submit([request(3), request(4), request(5)]);
+    assert_eq!(pre_prepares(&c), 2, "seq 2 in flight: the rest wait");
+    c.run(5);
+    let sizes: Vec<usize> = c.executed[0].iter().map(|b| b.digests.len()).collect();
+    assert_eq!(
+        sizes,
+        vec![1, 1, 3],
+        "the waiting requests went out together"
+    );
+}
+
+#[test]
 fn single_replica_commits_alone() {
     // n = 1, f = 0, quorum 1: the development mode.
     let mut c = Cluster::new(1);

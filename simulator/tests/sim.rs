@@ -119,18 +119,20 @@ fn partition_2_2_heals_and_progress_resumes() {
 
 #[test]
 fn view_change_during_a_view_change() {
-    // Replica 0 is cut off, then replica 1 (primary of view 1) too, while
-    // the others are changing to view 1: they move on to view 2.
+    // Replica 0 is cut off, then replica 1 (primary of view 1) too, before
+    // the others suspect replica 0 (view-change timeout 400 ms): a quorum
+    // asks for view 1, whose primary stays away past the next timeout, so
+    // they move on to view 2 (§4.5.2).
     let mut o = opts(13, 7, "none");
     o.scripted_partitions = vec![
         isolate(
             20_000,
-            1_500_000,
+            1_900_000,
             &[true, false, false, false, false, false, false],
         ),
         isolate(
             300_000,
-            1_000_000,
+            1_800_000,
             &[true, true, false, false, false, false, false],
         ),
     ];

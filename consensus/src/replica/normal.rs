@@ -12,8 +12,9 @@ use std::collections::BTreeSet;
 
 impl Replica {
     /// The primary batches waiting digests: a full batch at once, a
-    /// partial one when the batch delay has run out; several in flight up
-    /// to the high watermark (§4.2, "batching" in TOCS §5.1).
+    /// partial one when the batch delay has run out or nothing is in
+    /// flight; several in flight up to the high watermark (§4.2,
+    /// "batching" in TOCS §5.1).
     pub(super) fn try_propose(&mut self) {
         if self.installing_view {
             // The new view's log and next seq are not set up yet; the
@@ -24,7 +25,12 @@ impl Replica {
             self.batch_deadline = None;
             return;
         }
-        let force = self.batch_deadline.is_some_and(|d| d <= self.now);
+        // Adaptive batching: with no batch of ours in flight a request goes
+        // out at once (light load pays no batch delay); while batches are in
+        // flight, requests gather until the batch is full or the delay runs
+        // out (heavy load gets large batches).
+        let idle = self.cfg.propose_when_idle && self.next_seq <= self.last_executed;
+        let force = idle || self.batch_deadline.is_some_and(|d| d <= self.now);
         if self.heartbeat_due() && self.hears_quorum() {
             self.propose_heartbeat();
         }
