@@ -384,11 +384,13 @@ async fn a_restarted_replica_recovers_and_catches_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_down_across_collected_checkpoints_catches_up_by_state_transfer() {
-    // Replica 3 is stopped while the others pass three stable checkpoints
-    // (interval 8) and collect their logs below them. Restarted, it cannot
-    // catch up batch by batch from seq 1: it fetches the certified snapshot
-    // in chunks, installs it, executes on from there, and fills its
+    // Replica 3 is stopped while the others pass a snapshot pulse and two
+    // stable checkpoints more (interval 8) and collect their logs below the
+    // snapshot. Restarted, it cannot catch up batch by batch from seq 1: it
+    // fetches the certified snapshot in chunks, installs it, catches up
+    // the batches after it, executes on from there, and fills its
     // lockchain so the whole chain verifies.
+    let past = SeqNum(8 * node::replica::SNAPSHOT_PULSE_INTERVAL + 16);
     let mut cluster = Cluster::start(4);
     let verifier = Verifier::new(cluster.membership.clone());
     timeout(TEST_TIMEOUT, async {
@@ -408,7 +410,7 @@ async fn a_replica_down_across_collected_checkpoints_catches_up_by_state_transfe
         let mut i = 0u64;
         loop {
             let status = cluster.handles[0].status().await.unwrap();
-            if status.stable_checkpoint >= SeqNum(24) {
+            if status.stable_checkpoint >= past {
                 break;
             }
             let acquire = Op::Acquire {

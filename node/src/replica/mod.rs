@@ -26,6 +26,7 @@ pub mod wire;
 
 pub use handle::{Command, ReplicaHandle, SubmitOutcome};
 pub use metrics::RuntimeMetrics;
+pub use runtime::SNAPSHOT_PULSE_INTERVAL;
 pub use wire::PeerMessage;
 
 use crate::net::{build_swarm, NetConfig, NetError, NetMetrics, PeerAddress};

@@ -60,6 +60,13 @@ const GOSSIP_PER_PASS_MAX: usize = 256;
 const HOUSEKEEPING: Duration = Duration::from_millis(50);
 /// Bytes of one snapshot chunk.
 const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
+/// A transfer snapshot is taken at every this many pulses, not at every
+/// one: building it is O(state) on the loop and writing it rewrites the
+/// whole state into RocksDB (with ≈ 30,000 queued messages, a snapshot per
+/// pulse cost a third of the throughput and most of the p99; BENCHMARKS.md).
+/// The log is collected only below a written snapshot, so a laggard takes
+/// the newest snapshot above what it executed and the batches after it.
+pub const SNAPSHOT_PULSE_INTERVAL: u64 = 8;
 /// Pulse headers kept while not (yet) certified: at least consensus's
 /// `orphan_checkpoints_max`, so a late certificate finds its header.
 const UNSTABLE_PULSES_MAX: usize = 9;
@@ -105,12 +112,14 @@ struct PulseChain {
     first_seq: SeqNum,
     roots: Vec<Digest>,
     /// Headers (with their batches' roots) built at checkpoint seqs and
-    /// not yet stable, with the state snapshot taken at that seq.
+    /// not yet stable, with the state snapshot taken at that seq (at
+    /// snapshot pulses only).
     unstable: BTreeMap<SeqNum, UnstablePulse>,
 }
 
 /// A pulse header built at a checkpoint seq, the receipts roots of its
-/// batches, and the state snapshot taken there (live execution only).
+/// batches, and the state snapshot taken there (live execution at
+/// snapshot pulses only).
 type UnstablePulse = (PulseHeader, Vec<Digest>, Option<qlock::TransferSnapshot>);
 
 /// The event loop's state.
@@ -1176,7 +1185,8 @@ impl Runtime {
                 self.chain.previous,
                 time,
             );
-            let snapshot = live.then(|| self.machine.transfer_snapshot(SNAPSHOT_CHUNK_BYTES));
+            let snapshot = (live && (seq.0 / k).is_multiple_of(SNAPSHOT_PULSE_INTERVAL))
+                .then(|| self.machine.transfer_snapshot(SNAPSHOT_CHUNK_BYTES));
             let roots = std::mem::take(&mut self.chain.roots);
             self.chain.unstable.insert(seq, (header, roots, snapshot));
             while self.chain.unstable.len() > UNSTABLE_PULSES_MAX {

@@ -48,7 +48,7 @@ pub enum PeerMessage {
     /// certificates.
     Committed(Vec<CommittedBatch>),
     /// State transfer: asks for the sender's newest snapshot at or above
-    /// `seq`.
+    /// `seq` (the asker's executed seq + 1: any newer state helps it).
     FetchSnapshot {
         /// The lowest acceptable checkpoint.
         seq: SeqNum,

@@ -71,6 +71,10 @@ impl Runtime {
             deadline: Instant::now() + TRANSFER_STEP_TIMEOUT,
             accepted: None,
         });
+        // Any certified snapshot above what we executed will do: peers
+        // snapshot every few pulses and keep their log back to their last
+        // snapshot, so the batches after it come by catch-up.
+        let seq = self.core.last_executed().next();
         self.send(peer, &PeerMessage::FetchSnapshot { seq });
     }
 
@@ -100,6 +104,7 @@ impl Runtime {
         let Some(peer) = self.next_transfer_peer() else {
             return;
         };
+        let wanted = self.core.last_executed().next();
         let Some(transfer) = self.transfer.as_mut() else {
             return;
         };
@@ -107,7 +112,7 @@ impl Runtime {
         transfer.deadline = Instant::now() + TRANSFER_STEP_TIMEOUT;
         let seq = match &transfer.accepted {
             Some((entry, _)) => entry.certificate.header.last_seq,
-            None => transfer.target,
+            None => wanted,
         };
         self.send(peer, &PeerMessage::FetchSnapshot { seq });
     }
@@ -178,11 +183,12 @@ impl Runtime {
         if !self.is_transfer_peer(from) {
             return self.metrics.reject("unsolicited_snapshot");
         }
-        let Some(target) = self.transfer.as_ref().map(|t| t.target) else {
+        if self.transfer.is_none() {
             return;
-        };
+        }
         let header = entry.certificate.header;
-        if header.last_seq < target || self.check_pulse_entry(&entry).is_err() {
+        let useless = header.last_seq <= self.core.last_executed();
+        if useless || self.check_pulse_entry(&entry).is_err() {
             self.metrics.reject("snapshot_offer_bad");
             return self.transfer_next_peer();
         }
