@@ -1185,7 +1185,7 @@ impl Runtime {
                 self.chain.previous,
                 time,
             );
-            let snapshot = (live && (seq.0 / k).is_multiple_of(SNAPSHOT_PULSE_INTERVAL))
+            let snapshot = (live && pulse.0.is_multiple_of(SNAPSHOT_PULSE_INTERVAL))
                 .then(|| self.machine.transfer_snapshot(SNAPSHOT_CHUNK_BYTES));
             let roots = std::mem::take(&mut self.chain.roots);
             self.chain.unstable.insert(seq, (header, roots, snapshot));

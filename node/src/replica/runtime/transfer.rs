@@ -71,11 +71,16 @@ impl Runtime {
             deadline: Instant::now() + TRANSFER_STEP_TIMEOUT,
             accepted: None,
         });
-        // Any certified snapshot above what we executed will do: peers
-        // snapshot every few pulses and keep their log back to their last
-        // snapshot, so the batches after it come by catch-up.
-        let seq = self.core.last_executed().next();
+        let seq = self.snapshot_wanted();
         self.send(peer, &PeerMessage::FetchSnapshot { seq });
+    }
+
+    /// The lowest snapshot seq worth fetching. Any certified snapshot above
+    /// what we executed will do, even below the core's target: peers
+    /// snapshot every few pulses and keep their log back to their last
+    /// snapshot, so the batches after it come by catch-up.
+    fn snapshot_wanted(&self) -> SeqNum {
+        self.core.last_executed().next()
     }
 
     /// Peers in rotation, connected ones first.
@@ -104,7 +109,7 @@ impl Runtime {
         let Some(peer) = self.next_transfer_peer() else {
             return;
         };
-        let wanted = self.core.last_executed().next();
+        let wanted = self.snapshot_wanted();
         let Some(transfer) = self.transfer.as_mut() else {
             return;
         };
@@ -187,7 +192,7 @@ impl Runtime {
             return;
         }
         let header = entry.certificate.header;
-        let useless = header.last_seq <= self.core.last_executed();
+        let useless = header.last_seq < self.snapshot_wanted();
         if useless || self.check_pulse_entry(&entry).is_err() {
             self.metrics.reject("snapshot_offer_bad");
             return self.transfer_next_peer();
