@@ -117,6 +117,37 @@ fn codec_batch(c: &mut Criterion) {
                 .collect::<Vec<Request>>()
         })
     });
+    // Clients never seen before: every key is decompressed (the rows
+    // above hit the per-thread key cache after their first iteration).
+    let mut fresh = 0usize;
+    g.bench_function("decode_unseen_keys", |b| {
+        b.iter_batched(
+            || {
+                fresh += 1;
+                let keys: Vec<KeyPair> =
+                    (0..BATCH_MAX).map(|i| key(fresh * 1_000_000 + i)).collect();
+                let batch: Vec<Request> = keys
+                    .iter()
+                    .map(|k| {
+                        RequestBody {
+                            cluster: cluster(),
+                            client: k.public(),
+                            number: RequestNumber(1),
+                            atomic: false,
+                            ops: vec![Bytes(vec![0; OP_BYTES])],
+                        }
+                        .sign(k)
+                    })
+                    .collect();
+                codec::encode(&batch)
+            },
+            |bytes| {
+                codec::decode::<Vec<Request>>(black_box(&bytes), codec::FRAME_BYTES_MAX)
+                    .expect("decodes")
+            },
+            criterion::BatchSize::LargeInput,
+        )
+    });
     g.finish();
 }
 

@@ -217,12 +217,14 @@ where
     /// Brings the digest tree's entries of the keys written since the last
     /// flush up to date (the tree re-hashes their buckets at its own flush).
     pub(crate) fn flush_into(&mut self, dt: &mut DigestTree) {
+        let mut bytes = Vec::new();
         for key in std::mem::take(&mut self.dirty) {
-            let value_hash = self
-                .map
-                .get(&key)
-                .map(|value| Digest::of(Domain::StateDigest, &codec::encode(value)));
-            dt.set(self.key_hash(&key), value_hash);
+            let value_hash = self.map.get(&key).map(|value| {
+                bytes.clear();
+                codec::encode_into(value, &mut bytes);
+                Digest::of(Domain::StateDigest, &bytes)
+            });
+            dt.set(self.key_hash(&key, &mut bytes), value_hash);
         }
     }
 
@@ -232,10 +234,11 @@ where
     }
 
     /// `H(tag ‖ key)`: the entry's name in the digest tree.
-    fn key_hash(&self, key: &K) -> Digest {
-        let mut bytes = vec![self.tag];
-        codec::encode_into(key, &mut bytes);
-        Digest::of(Domain::StateDigest, &bytes)
+    fn key_hash(&self, key: &K, scratch: &mut Vec<u8>) -> Digest {
+        scratch.clear();
+        scratch.push(self.tag);
+        codec::encode_into(key, scratch);
+        Digest::of(Domain::StateDigest, scratch)
     }
 
     pub(crate) fn begin(&mut self) {

@@ -304,11 +304,11 @@ impl App {
         self.last_seq = seq;
         self.last_time = time;
         let outcome = self.machine.as_mut().map(|machine| {
-            let requests: Vec<Request> = fresh
+            let (digests, requests): (Vec<Digest>, Vec<Request>) = fresh
                 .iter()
-                .filter_map(|d| payloads.get(d).cloned())
-                .collect();
-            machine.execute_batch(seq, time, &requests)
+                .filter_map(|d| payloads.get(d).map(|r| (*d, r.clone())))
+                .unzip();
+            machine.execute_batch_digested(seq, time, &requests, &digests)
         });
         if let Some(machine) = &self.machine {
             self.head = machine.state_digest();

@@ -320,7 +320,7 @@ impl Runtime {
             if requests.len() != logged.digests.len() {
                 break;
             }
-            self.apply(*seq, logged.time, &requests, false);
+            self.apply(*seq, logged.time, &requests, &logged.digests, false);
             replayed += 1;
         }
         let mut records = Vec::new();
@@ -384,8 +384,11 @@ impl Runtime {
         if let Some(r) = self.mempool.get(digest) {
             return Some(r.clone());
         }
+        // Execution trusts that a payload is the request its digest names.
         let bytes = self.store.payload(digest).ok().flatten()?;
-        Request::decode(&bytes, &self.limits).ok()
+        Request::decode(&bytes, &self.limits)
+            .ok()
+            .filter(|r| r.digest() == *digest)
     }
 
     // ----- The loop -------------------------------------------------------
@@ -1128,7 +1131,7 @@ impl Runtime {
         for (d, r) in batch.digests.iter().zip(&requests) {
             self.write_set.put_payload(*d, batch.seq, &codec::encode(r));
         }
-        let app_digest = self.apply(batch.seq, batch.time, &requests, true);
+        let app_digest = self.apply(batch.seq, batch.time, &requests, &batch.digests, true);
         work.push_back(Input::Executed {
             seq: batch.seq,
             app_digest,
@@ -1146,9 +1149,12 @@ impl Runtime {
         seq: SeqNum,
         time: HlcTimestamp,
         requests: &[Request],
+        digests: &[Digest],
         live: bool,
     ) -> Digest {
-        let outcome = self.machine.execute_batch(seq, time, requests);
+        let outcome = self
+            .machine
+            .execute_batch_digested(seq, time, requests, digests);
         self.last_time = time;
         let k = self.cfg.consensus.checkpoint_interval;
         let pulse = self.pulse_of(seq);
@@ -1162,11 +1168,10 @@ impl Runtime {
         for old in evicted {
             self.expire_seq(old);
         }
-        let digests: Vec<Digest> = requests.iter().map(Request::digest).collect();
-        for d in &digests {
+        for d in digests {
             self.executed_at.insert(*d, seq);
         }
-        self.executed_order.push_back((seq, digests.clone()));
+        self.executed_order.push_back((seq, digests.to_vec()));
         while self.executed_order.len() > self.cfg.limits.batch_cache_max {
             let (_, old) = self.executed_order.pop_front().expect("non-empty");
             for d in old {
@@ -1215,7 +1220,7 @@ impl Runtime {
             signature,
         });
         let mut waiting = Vec::new();
-        for d in &digests {
+        for d in digests {
             if let Some(p) = self.pending.get_mut(d) {
                 if p.seq.is_none() {
                     p.seq = Some(seq);
