@@ -32,7 +32,12 @@ fn key(i: usize) -> KeyPair {
 
 /// `count` requests of `ops` ops each, from distinct clients.
 fn requests(count: usize, ops: usize) -> Vec<Request> {
-    (0..count)
+    requests_from(0, count, ops)
+}
+
+/// [`requests`] from the clients numbered `first..first + count`.
+fn requests_from(first: usize, count: usize, ops: usize) -> Vec<Request> {
+    (first..first + count)
         .map(|i| {
             let k = key(i);
             RequestBody {
@@ -124,21 +129,7 @@ fn codec_batch(c: &mut Criterion) {
         b.iter_batched(
             || {
                 fresh += 1;
-                let keys: Vec<KeyPair> =
-                    (0..BATCH_MAX).map(|i| key(fresh * 1_000_000 + i)).collect();
-                let batch: Vec<Request> = keys
-                    .iter()
-                    .map(|k| {
-                        RequestBody {
-                            cluster: cluster(),
-                            client: k.public(),
-                            number: RequestNumber(1),
-                            atomic: false,
-                            ops: vec![Bytes(vec![0; OP_BYTES])],
-                        }
-                        .sign(k)
-                    })
-                    .collect();
+                let batch = requests_from(fresh * 1_000_000, BATCH_MAX, 1);
                 codec::encode(&batch)
             },
             |bytes| {
