@@ -391,3 +391,56 @@ fn a_full_mempool_refuses_and_releases() {
         .any(|o| matches!(o, Output::Release { digests } if digests == &vec![request(64)])));
     assert_eq!(r.payloads_len(), 64);
 }
+
+#[test]
+fn a_prepare_after_the_prepared_certificate_costs_no_signature_check() {
+    // §4.2: prepared(m, v, n, i) needs the PRE-PREPARE and 2f PREPAREs;
+    // once the certificate is taken, a further PREPARE changes nothing,
+    // so it is refused as stale before its signature is checked.
+    let keys = keys(4);
+    let cfg = config(&keys, 0);
+    let mut r = backup();
+    r.step(T0, Input::RequestReady { digest: request(1) });
+    let pp = pre_prepare(1, vec![request(1)], T0);
+    let digest = match &pp {
+        WireMessage::Signed(s) => match &s.message {
+            Message::PrePrepare(pp) => pp.batch.digest(),
+            _ => unreachable!(),
+        },
+        _ => unreachable!(),
+    };
+    let out = r.step(T0, peer(0, pp));
+    let id = out
+        .iter()
+        .find_map(|o| match o {
+            Output::Persist { id, .. } => Some(*id),
+            _ => None,
+        })
+        .expect("the PRE-PREPARE is persisted");
+    assert!(sends_vote(&r.step(T0, Input::PersistAck { id })));
+    let vote = |replica| Vote {
+        view: ViewNumber(0),
+        seq: SeqNum(1),
+        batch: digest,
+        replica: ReplicaId(replica),
+    };
+    let mut bad = Message::Prepare(vote(3)).sign(cfg.cluster, &keys[3]);
+    bad.signature.0[0] ^= 1;
+    // Before the certificate, a forged PREPARE is checked and refused.
+    let out = r.step(T0, peer(3, WireMessage::Signed(bad.clone())));
+    assert_eq!(rejected(&out), vec![Rejection::BadSignature]);
+    let good = Message::Prepare(vote(2)).sign(cfg.cluster, &keys[2]);
+    let out = r.step(T0, peer(2, WireMessage::Signed(good)));
+    assert!(
+        out.iter().any(|o| matches!(
+            o,
+            Output::Persist {
+                record: PersistRecord::Prepared { .. },
+                ..
+            }
+        )),
+        "own PREPARE + one more + the PRE-PREPARE: prepared"
+    );
+    let out = r.step(T0, peer(3, WireMessage::Signed(bad)));
+    assert_eq!(rejected(&out), vec![Rejection::Stale]);
+}

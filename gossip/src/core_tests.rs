@@ -598,3 +598,69 @@ fn repeated_grafts_are_answered_within_a_budget() {
     let out = core.handle(20_001, msg(1, Message::Graft { id })).unwrap();
     assert_eq!(sends(&out).len(), 1, "a new tick, a new budget");
 }
+
+/// Records what `prepare` is handed; validates like [`TagValidator`].
+#[derive(Default)]
+struct PrepareRecorder {
+    prepared: Vec<Vec<Digest>>,
+}
+
+impl Validator for PrepareRecorder {
+    fn validate(&mut self, id: &Digest, payload: &[u8]) -> Result<(), Invalid> {
+        TagValidator.validate(id, payload)
+    }
+
+    fn prepare(&mut self, payloads: &[(Digest, &[u8])]) {
+        self.prepared
+            .push(payloads.iter().map(|(id, _)| *id).collect());
+    }
+}
+
+/// The batch hint names each new payload once and leaves out what the
+/// core already holds or refused, so a batch verification is never spent
+/// on a duplicate (the common case under eager push, §3.2).
+#[test]
+fn prepare_hints_only_new_distinct_payloads() {
+    let mut core = Plumtree::new(
+        ME,
+        4,
+        Config::default(),
+        PrepareRecorder::default(),
+        ChaCha8Rng::seed_from_u64(1),
+    );
+    let held = payload(1);
+    let mut bad = payload(2);
+    bad.0[0] ^= 1;
+    core.handle(0, gossip(1, 1, held.clone())).unwrap();
+    assert!(core.handle(0, gossip(1, 1, bad.clone())).is_err());
+    let fresh = payload(3);
+    let batch = [
+        Message::Gossip {
+            hop: 1,
+            payload: held,
+        },
+        Message::Gossip {
+            hop: 1,
+            payload: bad,
+        },
+        Message::Gossip {
+            hop: 1,
+            payload: fresh.clone(),
+        },
+        Message::FetchReply {
+            payload: fresh.clone(),
+        },
+        Message::Prune,
+        Message::FetchReply {
+            payload: payload(4),
+        },
+    ];
+    core.prepare(&batch);
+    let expected = vec![vec![id_of(&fresh), id_of(&payload(4))]];
+    assert_eq!(core.validator_mut().prepared, expected);
+    // Nothing new: no call at all.
+    core.handle(0, gossip(2, 1, fresh)).unwrap();
+    core.handle(0, gossip(2, 1, payload(4))).unwrap();
+    core.prepare(&batch);
+    assert_eq!(core.validator_mut().prepared.len(), 1);
+}

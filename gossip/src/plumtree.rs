@@ -47,6 +47,14 @@ pub trait Validator {
 
     /// Accepts or refuses a payload received from a peer.
     fn validate(&mut self, id: &Digest, payload: &[u8]) -> Result<(), Invalid>;
+
+    /// A hint that `payloads` (with their ids, distinct, none held by the
+    /// core) are about to be validated, so the hook may check them
+    /// together, e.g. with one batch signature verification. It must not
+    /// change any verdict of [`Self::validate`]. The default ignores it.
+    fn prepare(&mut self, payloads: &[(Digest, &[u8])]) {
+        let _ = payloads;
+    }
 }
 
 /// A validation hook's refusal.
@@ -349,6 +357,36 @@ impl<V: Validator> Plumtree<V> {
             refused: BTreeSet::new(),
             refused_order: VecDeque::new(),
             stats: Stats::default(),
+        }
+    }
+
+    /// Hands the validation hook the new payloads among `messages` (ones
+    /// the caller is about to [`Self::handle`]) in one
+    /// [`Validator::prepare`] call: payloads the core holds or refused
+    /// before, and second copies, are left out. Changes no state of the
+    /// core; a caller that never calls it gets the same results.
+    pub fn prepare<'a>(&mut self, messages: impl IntoIterator<Item = &'a Message>) {
+        let mut ids = BTreeSet::new();
+        let mut payloads = Vec::new();
+        for message in messages {
+            let (Message::Gossip { payload, .. } | Message::FetchReply { payload }) = message
+            else {
+                continue;
+            };
+            let id = self.validator.message_id(&payload.0);
+            if self.cache.contains(&id) || !ids.insert(id) {
+                continue;
+            }
+            if self
+                .refused
+                .contains(&Digest::of(Domain::GossipMessage, &payload.0))
+            {
+                continue;
+            }
+            payloads.push((id, &payload.0[..]));
+        }
+        if !payloads.is_empty() {
+            self.validator.prepare(&payloads);
         }
     }
 

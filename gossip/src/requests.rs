@@ -10,6 +10,12 @@
 //! the common case, cost one hash), and a request that passed the hook is
 //! kept until the caller takes it at delivery, so each payload is decoded
 //! and its key decompressed once per replica.
+//!
+//! Payloads announced by [`Validator::prepare`] are checked together (one
+//! batch verification, about half the cost per signature); `validate` then
+//! admits exactly those bytes without a second check. A batch with a bad
+//! signature falls back to one check each, so a liar can at most make a
+//! batch cost what checking its payloads one by one costs, plus the batch.
 
 use crate::plumtree::{Invalid, Validator};
 use primitives::{ClusterId, Digest, Domain, Request, RequestLimits};
@@ -20,12 +26,19 @@ use std::collections::BTreeMap;
 /// only bounds a caller that does not.
 pub const VERIFIED_MAX: usize = 1024;
 
+/// Payloads one [`Validator::prepare`] call checks at most (the rest are
+/// checked one by one when validated).
+pub const PREPARED_MAX: usize = 256;
+
 /// Checks gossiped requests.
 #[derive(Clone, Debug)]
 pub struct RequestValidator {
     cluster: ClusterId,
     limits: RequestLimits,
     verified: BTreeMap<Digest, Request>,
+    /// Requests checked by the last `prepare`, by id, with the hash of the
+    /// exact payload bytes checked (the id leaves the signature out).
+    prepared: BTreeMap<Digest, (Digest, Request)>,
 }
 
 impl RequestValidator {
@@ -35,6 +48,7 @@ impl RequestValidator {
             cluster,
             limits,
             verified: BTreeMap::new(),
+            prepared: BTreeMap::new(),
         }
     }
 
@@ -64,8 +78,15 @@ impl Validator for RequestValidator {
     }
 
     fn validate(&mut self, id: &Digest, payload: &[u8]) -> Result<(), Invalid> {
+        let prepared = self
+            .prepared
+            .remove(id)
+            .filter(|(bytes, _)| *bytes == Digest::of(Domain::GossipMessage, payload));
         // Refusals are counted by the core (`Stats::invalid`).
-        let (digest, request) = self.check(payload)?;
+        let (digest, request) = match prepared {
+            Some((_, request)) => (*id, request),
+            None => self.check(payload)?,
+        };
         // Also refuses a non-canonical encoding, whose prefix hash is not
         // the digest of what it decodes to.
         if digest != *id {
@@ -76,6 +97,32 @@ impl Validator for RequestValidator {
         }
         self.verified.insert(digest, request);
         Ok(())
+    }
+
+    fn prepare(&mut self, payloads: &[(Digest, &[u8])]) {
+        // Hints of an earlier pass that were never validated are dropped.
+        self.prepared.clear();
+        let mut decoded = Vec::new();
+        let mut requests = Vec::new();
+        for (id, payload) in payloads.iter().take(PREPARED_MAX) {
+            let Ok(request) = Request::decode(payload, &self.limits) else {
+                continue;
+            };
+            decoded.push((*id, Digest::of(Domain::GossipMessage, payload)));
+            requests.push(request);
+        }
+        if requests.len() < 2 {
+            // Nothing to share: `validate` checks it as it comes.
+            return;
+        }
+        let verdicts = primitives::request::verify_many(&requests, self.cluster, &self.limits);
+        for (((id, bytes), request), verdict) in decoded.into_iter().zip(requests).zip(verdicts) {
+            // A non-canonical encoding's id is not its digest: refused by
+            // `validate`'s own check.
+            if verdict.is_ok_and(|digest| digest == id) {
+                self.prepared.insert(id, (bytes, request));
+            }
+        }
     }
 }
 
@@ -108,6 +155,44 @@ mod tests {
         v.validate(&id, &bytes).unwrap();
         assert_eq!(v.take_verified(&id), Some(request));
         assert_eq!(v.take_verified(&id), None);
+    }
+
+    #[test]
+    fn prepared_payloads_get_the_verdicts_of_one_by_one_checks() {
+        let (cluster, first) = signed(10);
+        let (_, second) = signed(11);
+        let (_, third) = signed(12);
+        let mut forged = third.clone();
+        forged.signature.0[5] ^= 1;
+        let genuine_bytes: Vec<Vec<u8>> = [&first, &second, &third]
+            .iter()
+            .map(|r| codec::encode(*r))
+            .collect();
+        let forged_bytes = codec::encode(&forged);
+        let mut v = RequestValidator::new(cluster, RequestLimits::default());
+        let ids: Vec<Digest> = genuine_bytes.iter().map(|b| v.message_id(b)).collect();
+        // The forged copy of the third is in the batch, its genuine copy
+        // is not: the batch fails and falls back to checks one by one.
+        v.prepare(&[
+            (ids[0], &genuine_bytes[0]),
+            (ids[1], &genuine_bytes[1]),
+            (ids[2], &forged_bytes),
+            (Digest([4; 32]), b"junk"),
+        ]);
+        assert_eq!(v.prepared.len(), 2, "the two genuine ones passed");
+        assert!(v.validate(&ids[2], &forged_bytes).is_err());
+        assert!(v.validate(&ids[0], &genuine_bytes[0]).is_ok());
+        assert_eq!(v.take_verified(&ids[0]), Some(first));
+        // The prepared hint is for those bytes only: another encoding
+        // under the same id (here: the forged one) is checked in full.
+        let mut v2 = RequestValidator::new(cluster, RequestLimits::default());
+        v2.prepare(&[(ids[1], &genuine_bytes[1]), (ids[2], &genuine_bytes[2])]);
+        assert_eq!(v2.prepared.len(), 2);
+        assert!(v2.validate(&ids[2], &forged_bytes).is_err());
+        assert!(v2.validate(&ids[2], &genuine_bytes[2]).is_ok());
+        assert!(v2.validate(&ids[1], &genuine_bytes[1]).is_ok());
+        assert_eq!(v2.take_verified(&ids[1]), Some(second));
+        assert_eq!(v2.take_verified(&ids[2]), Some(third));
     }
 
     #[test]

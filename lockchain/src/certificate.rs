@@ -86,13 +86,14 @@ pub(crate) fn verify_signers(
 }
 
 /// Adds `signature` by `replica` to a signer list kept sorted by replica,
-/// after checking membership, uniqueness and the signature itself.
+/// after checking membership, uniqueness and, given the signed `message`,
+/// the signature itself (`None`: the caller verified it already).
 fn add_signature(
     signatures: &mut Vec<ReplicaSignature>,
     membership: &Membership,
     entry: ReplicaSignature,
     domain: Domain,
-    message: &[u8],
+    message: Option<&[u8]>,
 ) -> Result<(), VerifyError> {
     let replica = entry.replica;
     let key = membership
@@ -102,8 +103,10 @@ fn add_signature(
         Ok(_) => return Err(VerifyError::DuplicateSigner { replica }),
         Err(slot) => slot,
     };
-    key.verify(domain, message, &entry.signature)
-        .map_err(|_| VerifyError::BadSignature { replica })?;
+    if let Some(message) = message {
+        key.verify(domain, message, &entry.signature)
+            .map_err(|_| VerifyError::BadSignature { replica })?;
+    }
     signatures.insert(slot, entry);
     assert!(signatures.len() <= membership.n());
     Ok(())
@@ -148,7 +151,28 @@ impl BatchCertificate {
             membership,
             entry,
             Domain::BatchCertificate,
-            &message,
+            Some(&message),
+        )
+    }
+
+    /// Adds a signature the caller has already verified over this
+    /// certificate's statement (its own, just made, or one checked on
+    /// arrival): membership and uniqueness are still checked, the
+    /// signature is not checked twice. A certificate built with an
+    /// unverified signature here fails [`Self::verify_signatures`].
+    pub fn add_verified(
+        &mut self,
+        membership: &Membership,
+        replica: ReplicaId,
+        signature: Signature,
+    ) -> Result<(), VerifyError> {
+        let entry = ReplicaSignature { replica, signature };
+        add_signature(
+            &mut self.signatures,
+            membership,
+            entry,
+            Domain::BatchCertificate,
+            None,
         )
     }
 
@@ -204,7 +228,7 @@ impl PulseCertificate {
             membership,
             entry,
             Domain::Checkpoint,
-            &message,
+            Some(&message),
         )
     }
 

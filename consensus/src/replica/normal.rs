@@ -270,6 +270,16 @@ impl Replica {
             // further votes change nothing.
             return self.reject(Some(from), Rejection::Stale);
         }
+        if !commit
+            && self
+                .log
+                .get(&vote.seq)
+                .is_some_and(|s| s.prepared_persisting)
+        {
+            // The prepared certificate is taken (§4.2): a further PREPARE
+            // changes nothing, so it costs no signature check.
+            return self.reject(Some(from), Rejection::Stale);
+        }
         let votes = self.log.get(&vote.seq).map(|s| votes_of(s, commit));
         if let Some(held) = votes.and_then(|v| v.get(&from)) {
             let reason = if held.0 == vote {

@@ -172,6 +172,23 @@ impl<V: Validator> GossipDriver<V> {
         }
     }
 
+    /// Lets the validation hook check the new payloads of `events` (the
+    /// next ones to be fed to [`Self::on_event`]) together; see
+    /// [`Plumtree::prepare`]. Events of unknown peers are left out.
+    pub fn prepare<'a>(
+        &mut self,
+        events: impl IntoIterator<Item = &'a frames::Event<gossip::Message>>,
+    ) {
+        let replicas = &self.replicas;
+        let messages = events.into_iter().filter_map(|e| match e {
+            frames::Event::Received { peer, message } if replicas.replica(peer).is_some() => {
+                Some(message)
+            }
+            _ => None,
+        });
+        self.core.prepare(messages);
+    }
+
     /// Reports that `peer` got its first connection.
     pub fn on_peer_up(&mut self, net: &mut GossipBehaviour, peer: &PeerId) -> Vec<GossipOutput> {
         match self.replicas.replica(peer) {

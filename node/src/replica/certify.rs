@@ -27,6 +27,10 @@ pub enum SignatureRefused {
     /// Too old (evicted) or too far ahead of our execution.
     #[error("outside the window")]
     OutOfWindow,
+    /// The batch already has a quorum of signatures (the most any reply
+    /// needs): not checked, not kept. Not a fault of the sender.
+    #[error("certificate already complete")]
+    Redundant,
 }
 
 impl SignatureRefused {
@@ -37,6 +41,7 @@ impl SignatureRefused {
             SignatureRefused::BadSignature => "batch_signature_bad",
             SignatureRefused::Duplicate => "batch_signature_duplicate",
             SignatureRefused::OutOfWindow => "batch_signature_out_of_window",
+            SignatureRefused::Redundant => "batch_signature_redundant",
         }
     }
 }
@@ -157,10 +162,11 @@ impl Certifier {
             receipts_root: root,
         };
         let signature = statement.sign(key);
+        debug_assert!(statement.verify(&key.public(), &signature).is_ok());
         let mut certificate = BatchCertificate::new(self.cluster, seq, root);
         certificate
-            .add(&self.membership, self.me, signature)
-            .expect("our own signature verifies");
+            .add_verified(&self.membership, self.me, signature)
+            .expect("we are a member");
         let mut entry = BatchEntry {
             receipts,
             tree,
@@ -171,7 +177,8 @@ impl Certifier {
         if let Some(sigs) = self.early.remove(&seq) {
             for (from, (peer_root, sig)) in sigs {
                 if peer_root == root {
-                    let _ = entry.certificate.add(&self.membership, from, sig);
+                    // Verified on arrival over this very statement.
+                    let _ = entry.certificate.add_verified(&self.membership, from, sig);
                 }
             }
         }
@@ -207,6 +214,9 @@ impl Certifier {
             {
                 return Err(SignatureRefused::Duplicate);
             }
+            if entry.certificate.signatures.len() >= self.membership.quorum() {
+                return Err(SignatureRefused::Redundant);
+            }
             return entry
                 .certificate
                 .add(&self.membership, from, signature)
@@ -215,6 +225,18 @@ impl Certifier {
         }
         if seq <= self.last_executed || seq.0 > self.last_executed.0 + self.early_window {
             return Err(SignatureRefused::OutOfWindow);
+        }
+        if self.early.get(&seq).is_some_and(|s| s.contains_key(&from)) {
+            return Err(SignatureRefused::Duplicate);
+        }
+        // With ours, `held` more over the same root make a quorum once we
+        // execute (if ours matches; a liar's other root takes no room).
+        let held = self
+            .early
+            .get(&seq)
+            .map_or(0, |s| s.values().filter(|(r, _)| *r == root).count());
+        if held + 1 >= self.membership.quorum() {
+            return Err(SignatureRefused::Redundant);
         }
         // Verified now so a forged early signature cannot take the slot of
         // the peer's real one.
@@ -230,11 +252,10 @@ impl Certifier {
         statement
             .verify(key, &signature)
             .map_err(|_| SignatureRefused::BadSignature)?;
-        let slot = self.early.entry(seq).or_default();
-        if slot.contains_key(&from) {
-            return Err(SignatureRefused::Duplicate);
-        }
-        slot.insert(from, (root, signature));
+        self.early
+            .entry(seq)
+            .or_default()
+            .insert(from, (root, signature));
         Ok(false)
     }
 
@@ -338,6 +359,77 @@ mod tests {
                 .verify_receipt_in_batch(proof, Threshold::Quorum)
                 .is_err());
         }
+    }
+
+    #[test]
+    fn signatures_beyond_a_quorum_are_refused_unchecked_early_or_late() {
+        let (keys, membership) = cluster(4);
+        let request = Digest([3; 32]);
+        let batch = || receipts(SeqNum(1), request, 1);
+        let sigs: Vec<(ReplicaId, Digest, Signature)> = (0..4)
+            .map(|i| {
+                let mut c = Certifier::new(membership.clone(), ReplicaId(i), 8, 8);
+                let (root, sig, _) = c.executed(SeqNum(1), batch(), &keys[i as usize]);
+                (ReplicaId(i), root, sig)
+            })
+            .collect();
+        let root = sigs[0].1;
+        // Replica 1's signature presented as replica 3's: a check would
+        // refuse it as BadSignature.
+        let forged = sigs[1].2;
+        let verifier = Verifier::new(membership.clone());
+
+        // Early: two valid ones make a quorum with ours once we execute;
+        // a third is refused without being checked.
+        let mut c0 = Certifier::new(membership.clone(), ReplicaId(0), 8, 8);
+        for &(from, root, sig) in &sigs[1..3] {
+            assert_eq!(c0.add_signature(from, SeqNum(1), root, sig), Ok(false));
+        }
+        assert_eq!(
+            c0.add_signature(ReplicaId(3), SeqNum(1), root, forged),
+            Err(SignatureRefused::Redundant)
+        );
+        c0.executed(SeqNum(1), batch(), &keys[0]);
+        assert_eq!(c0.signers(SeqNum(1)), 3);
+        let reply = c0.reply(SeqNum(1), request, 1).unwrap();
+        verifier
+            .verify_receipt_in_batch(&reply.proofs[0], Threshold::Quorum)
+            .unwrap();
+
+        // An early signature over another root takes no room: the two
+        // over ours are still taken.
+        let mut c0 = Certifier::new(membership.clone(), ReplicaId(0), 8, 8);
+        let other = BatchStatement {
+            cluster: membership.cluster_id(),
+            seq: SeqNum(1),
+            receipts_root: Digest([8; 32]),
+        };
+        let liar = other.sign(&keys[3]);
+        assert_eq!(
+            c0.add_signature(ReplicaId(3), SeqNum(1), other.receipts_root, liar),
+            Ok(false)
+        );
+        for &(from, root, sig) in &sigs[1..3] {
+            assert_eq!(c0.add_signature(from, SeqNum(1), root, sig), Ok(false));
+        }
+        c0.executed(SeqNum(1), batch(), &keys[0]);
+        assert_eq!(c0.signers(SeqNum(1)), 3);
+
+        // Late: after ours and two more, the fourth is refused unchecked.
+        let mut c0 = Certifier::new(membership.clone(), ReplicaId(0), 8, 8);
+        c0.executed(SeqNum(1), batch(), &keys[0]);
+        for &(from, root, sig) in &sigs[1..3] {
+            assert_eq!(c0.add_signature(from, SeqNum(1), root, sig), Ok(true));
+        }
+        assert_eq!(
+            c0.add_signature(ReplicaId(3), SeqNum(1), root, forged),
+            Err(SignatureRefused::Redundant)
+        );
+        assert_eq!(c0.signers(SeqNum(1)), 3);
+        let reply = c0.reply(SeqNum(1), request, 1).unwrap();
+        verifier
+            .verify_receipt_in_batch(&reply.proofs[0], Threshold::Quorum)
+            .unwrap();
     }
 
     #[test]

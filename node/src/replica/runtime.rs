@@ -151,6 +151,10 @@ pub struct Runtime {
     subscribers: BTreeMap<ClientId, Vec<mpsc::Sender<Event>>>,
     executed_at: BTreeMap<Digest, SeqNum>,
     executed_order: VecDeque<(SeqNum, Vec<Digest>)>,
+    /// Payloads written with a PRE-PREPARE, by its seq: execution at that
+    /// seq need not write them again. Pruned as seqs execute, so bounded
+    /// by the watermark window × `batch_size_max`.
+    payloads_logged: BTreeSet<(SeqNum, Digest)>,
     certifier: Certifier,
     chain: PulseChain,
     last_time: HlcTimestamp,
@@ -250,6 +254,7 @@ impl Runtime {
             subscribers: BTreeMap::new(),
             executed_at: BTreeMap::new(),
             executed_order: VecDeque::new(),
+            payloads_logged: BTreeSet::new(),
             certifier,
             chain: PulseChain {
                 previous: Digest::ZERO,
@@ -632,6 +637,10 @@ impl Runtime {
             };
             self.on_command(command);
         }
+        // Requests new to us in this pass's gossip share one batch
+        // signature check.
+        self.driver
+            .prepare(self.gossip_lane.iter().take(GOSSIP_PER_PASS_MAX));
         for _ in 0..GOSSIP_PER_PASS_MAX {
             let Some(event) = self.gossip_lane.pop_front() else {
                 break;
@@ -1095,6 +1104,7 @@ impl Runtime {
                 for d in &pp.batch.digests {
                     if let Some(r) = self.mempool.get(d) {
                         self.write_set.put_payload(*d, pp.seq, &codec::encode(r));
+                        self.payloads_logged.insert((pp.seq, *d));
                     }
                 }
             }
@@ -1128,8 +1138,16 @@ impl Runtime {
             &codec::encode(&record),
             &codec::encode(&batch.certificate),
         );
+        let later = self
+            .payloads_logged
+            .split_off(&(batch.seq.next(), Digest::ZERO));
+        let logged = std::mem::replace(&mut self.payloads_logged, later);
         for (d, r) in batch.digests.iter().zip(&requests) {
-            self.write_set.put_payload(*d, batch.seq, &codec::encode(r));
+            // Written with this seq's PRE-PREPARE (committed before this
+            // write set: execution follows the prepared certificate).
+            if !logged.contains(&(batch.seq, *d)) {
+                self.write_set.put_payload(*d, batch.seq, &codec::encode(r));
+            }
         }
         let app_digest = self.apply(batch.seq, batch.time, &requests, &batch.digests, true);
         work.push_back(Input::Executed {
