@@ -266,14 +266,25 @@ impl Certifier {
             .map_or(0, |e| e.certificate.signatures.len())
     }
 
-    /// The reply to `request` (with `ops` ops) executed at `seq`, with the
-    /// signatures collected so far; `None` if the batch is gone or holds
-    /// none of the request's receipts.
-    pub fn reply(&self, seq: SeqNum, request: Digest, ops: usize) -> Option<Reply> {
+    /// The reply to `request` (with `ops` ops) executed at `seq`, with at
+    /// most `signers_max` of the signatures collected so far (what the
+    /// reply needs: the client checks every signature it is sent); `None`
+    /// if the batch is gone or holds none of the request's receipts.
+    pub fn reply(
+        &self,
+        seq: SeqNum,
+        request: Digest,
+        ops: usize,
+        signers_max: usize,
+    ) -> Option<Reply> {
         let entry = self.batches.get(&seq)?;
         let proofs: Vec<ReceiptBatchProof> = (0..ops as u32)
             .filter_map(|i| entry.first_receipt(&request, i))
             .filter_map(|index| entry.proof(index))
+            .map(|mut proof| {
+                proof.certificate.signatures.truncate(signers_max);
+                proof
+            })
             .collect();
         if proofs.is_empty() {
             return None;
@@ -348,7 +359,7 @@ mod tests {
             c0.add_signature(ReplicaId(3), SeqNum(1), Digest([1; 32]), sigs[3].2),
             Err(SignatureRefused::RootMismatch)
         );
-        let reply = c0.reply(SeqNum(1), request, 3).unwrap();
+        let reply = c0.reply(SeqNum(1), request, 3, 4).unwrap();
         assert_eq!(reply.proofs.len(), 3);
         let verifier = Verifier::new(membership.clone());
         for proof in &reply.proofs {
@@ -391,7 +402,7 @@ mod tests {
         );
         c0.executed(SeqNum(1), batch(), &keys[0]);
         assert_eq!(c0.signers(SeqNum(1)), 3);
-        let reply = c0.reply(SeqNum(1), request, 1).unwrap();
+        let reply = c0.reply(SeqNum(1), request, 1, 3).unwrap();
         verifier
             .verify_receipt_in_batch(&reply.proofs[0], Threshold::Quorum)
             .unwrap();
@@ -426,9 +437,15 @@ mod tests {
             Err(SignatureRefused::Redundant)
         );
         assert_eq!(c0.signers(SeqNum(1)), 3);
-        let reply = c0.reply(SeqNum(1), request, 1).unwrap();
+        let reply = c0.reply(SeqNum(1), request, 1, 3).unwrap();
         verifier
             .verify_receipt_in_batch(&reply.proofs[0], Threshold::Quorum)
+            .unwrap();
+        // An ordinary reply carries the f + 1 signatures it needs.
+        let reply = c0.reply(SeqNum(1), request, 1, 2).unwrap();
+        assert_eq!(reply.proofs[0].certificate.signatures.len(), 2);
+        verifier
+            .verify_receipt_in_batch(&reply.proofs[0], Threshold::WeakQuorum)
             .unwrap();
     }
 
@@ -452,7 +469,7 @@ mod tests {
         c0.executed(SeqNum(2), receipts(SeqNum(2), request, 1), &keys[0]);
         let (_, _, evicted) = c0.executed(SeqNum(3), receipts(SeqNum(3), request, 1), &keys[0]);
         assert_eq!(evicted, vec![SeqNum(1)]);
-        assert!(c0.reply(SeqNum(1), request, 1).is_none());
+        assert!(c0.reply(SeqNum(1), request, 1, 3).is_none());
         assert_eq!(c0.len(), 2);
     }
 }

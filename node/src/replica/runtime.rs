@@ -1302,7 +1302,7 @@ impl Runtime {
                     continue;
                 }
                 let p = self.pending.remove(&d).expect("checked");
-                let outcome = match self.certifier.reply(seq, d, p.ops) {
+                let outcome = match self.certifier.reply(seq, d, p.ops, p.need) {
                     Some(reply) => Ok(SubmitOutcome::Replied(reply)),
                     None => Err(ApiError::NotFound),
                 };
