@@ -49,6 +49,20 @@ fn rejected(outputs: &[Output]) -> Vec<Rejection> {
         .collect()
 }
 
+/// The persist id of the accepted PRE-PREPARE among `outputs`.
+fn pre_prepare_persist_id(outputs: &[Output]) -> consensus::PersistId {
+    outputs
+        .iter()
+        .find_map(|o| match o {
+            Output::Persist {
+                id,
+                record: PersistRecord::PrePrepare(_),
+            } => Some(*id),
+            _ => None,
+        })
+        .expect("the accepted PRE-PREPARE is persisted")
+}
+
 fn sends_vote(outputs: &[Output]) -> bool {
     outputs.iter().any(|o| {
         matches!(o, Output::Broadcast { message: WireMessage::Signed(s) }
@@ -173,16 +187,7 @@ fn prepare_is_sent_only_after_the_pre_prepare_is_durable() {
     let mut r = backup();
     r.step(T0, Input::RequestReady { digest: request(1) });
     let out = r.step(T0, peer(0, pre_prepare(1, vec![request(1)], T0)));
-    let id = out
-        .iter()
-        .find_map(|o| match o {
-            Output::Persist {
-                id,
-                record: PersistRecord::PrePrepare(_),
-            } => Some(*id),
-            _ => None,
-        })
-        .expect("the accepted PRE-PREPARE is persisted");
+    let id = pre_prepare_persist_id(&out);
     assert!(!sends_vote(&out), "no PREPARE before the acknowledgement");
     let out = r.step(T0, Input::PersistAck { id });
     assert!(sends_vote(&out), "PREPARE after the acknowledgement");
@@ -402,21 +407,15 @@ fn a_prepare_after_the_prepared_certificate_costs_no_signature_check() {
     let mut r = backup();
     r.step(T0, Input::RequestReady { digest: request(1) });
     let pp = pre_prepare(1, vec![request(1)], T0);
-    let digest = match &pp {
-        WireMessage::Signed(s) => match &s.message {
-            Message::PrePrepare(pp) => pp.batch.digest(),
-            _ => unreachable!(),
-        },
-        _ => unreachable!(),
+    let WireMessage::Signed(signed) = &pp else {
+        unreachable!()
     };
+    let Message::PrePrepare(proposal) = &signed.message else {
+        unreachable!()
+    };
+    let digest = proposal.batch.digest();
     let out = r.step(T0, peer(0, pp));
-    let id = out
-        .iter()
-        .find_map(|o| match o {
-            Output::Persist { id, .. } => Some(*id),
-            _ => None,
-        })
-        .expect("the PRE-PREPARE is persisted");
+    let id = pre_prepare_persist_id(&out);
     assert!(sends_vote(&r.step(T0, Input::PersistAck { id })));
     let vote = |replica| Vote {
         view: ViewNumber(0),

@@ -145,14 +145,7 @@ impl BatchCertificate {
         signature: Signature,
     ) -> Result<(), VerifyError> {
         let message = codec::encode(&self.statement);
-        let entry = ReplicaSignature { replica, signature };
-        add_signature(
-            &mut self.signatures,
-            membership,
-            entry,
-            Domain::BatchCertificate,
-            Some(&message),
-        )
+        self.insert(membership, replica, signature, Some(&message))
     }
 
     /// Adds a signature the caller has already verified over this
@@ -166,13 +159,23 @@ impl BatchCertificate {
         replica: ReplicaId,
         signature: Signature,
     ) -> Result<(), VerifyError> {
+        self.insert(membership, replica, signature, None)
+    }
+
+    fn insert(
+        &mut self,
+        membership: &Membership,
+        replica: ReplicaId,
+        signature: Signature,
+        message: Option<&[u8]>,
+    ) -> Result<(), VerifyError> {
         let entry = ReplicaSignature { replica, signature };
         add_signature(
             &mut self.signatures,
             membership,
             entry,
             Domain::BatchCertificate,
-            None,
+            message,
         )
     }
 

@@ -265,19 +265,14 @@ impl Replica {
         if let Err(reason) = self.check_window(vote.seq) {
             return self.reject(Some(from), reason);
         }
-        if self.log.get(&vote.seq).is_some_and(|s| s.committed) {
-            // Committed (perhaps by a fetched certificate of another view):
-            // further votes change nothing.
-            return self.reject(Some(from), Rejection::Stale);
-        }
-        if !commit
-            && self
-                .log
-                .get(&vote.seq)
-                .is_some_and(|s| s.prepared_persisting)
+        if self
+            .log
+            .get(&vote.seq)
+            .is_some_and(|s| s.committed || (!commit && s.prepared_persisting))
         {
-            // The prepared certificate is taken (§4.2): a further PREPARE
-            // changes nothing, so it costs no signature check.
+            // Committed (perhaps by a fetched certificate of another view),
+            // or a PREPARE once the prepared certificate is taken (§4.2):
+            // the vote changes nothing, so it costs no signature check.
             return self.reject(Some(from), Rejection::Stale);
         }
         let votes = self.log.get(&vote.seq).map(|s| votes_of(s, commit));

@@ -226,17 +226,16 @@ impl Certifier {
         if seq <= self.last_executed || seq.0 > self.last_executed.0 + self.early_window {
             return Err(SignatureRefused::OutOfWindow);
         }
-        if self.early.get(&seq).is_some_and(|s| s.contains_key(&from)) {
-            return Err(SignatureRefused::Duplicate);
-        }
-        // With ours, `held` more over the same root make a quorum once we
-        // execute (if ours matches; a liar's other root takes no room).
-        let held = self
-            .early
-            .get(&seq)
-            .map_or(0, |s| s.values().filter(|(r, _)| *r == root).count());
-        if held + 1 >= self.membership.quorum() {
-            return Err(SignatureRefused::Redundant);
+        if let Some(held) = self.early.get(&seq) {
+            if held.contains_key(&from) {
+                return Err(SignatureRefused::Duplicate);
+            }
+            // With ours, these over the same root make a quorum once we
+            // execute (if ours matches; a liar's other root takes no room).
+            let same_root = held.values().filter(|(r, _)| *r == root).count();
+            if same_root + 1 >= self.membership.quorum() {
+                return Err(SignatureRefused::Redundant);
+            }
         }
         // Verified now so a forged early signature cannot take the slot of
         // the peer's real one.
