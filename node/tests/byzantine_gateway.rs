@@ -269,6 +269,9 @@ impl Cluster {
             if caught_up {
                 return;
             }
+            for p in &mut self.processes {
+                p.assert_running();
+            }
             assert!(Instant::now() < deadline, "not caught up: {statuses:?}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
