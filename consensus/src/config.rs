@@ -26,11 +26,18 @@ pub struct Config {
     /// How long the primary waits to fill a batch before proposing a
     /// partial one, in microseconds.
     pub batch_delay_micros: u64,
-    /// Adaptive batching: with none of its batches in flight the primary
-    /// proposes a partial batch at once instead of waiting out
-    /// `batch_delay_micros` (light load pays no batch delay; under load
-    /// batches are in flight and fill up as before).
+    /// Adaptive batching: with fewer than `batches_in_flight_max` of its
+    /// batches proposed and not yet executed, the primary proposes a
+    /// partial batch at once instead of waiting out `batch_delay_micros`
+    /// (light load pays no batch delay; under load the pipeline is full
+    /// and requests gather into large batches, so the per-batch costs --
+    /// votes, signatures, fsyncs -- are shared by more requests).
     pub propose_when_idle: bool,
+    /// Batches in flight (proposed, not yet executed) below which
+    /// `propose_when_idle` proposes a partial batch at once. At least 1.
+    /// A full batch is proposed whatever this says (up to the watermark
+    /// window), and so is a partial one whose batch delay ran out.
+    pub batches_in_flight_max: u64,
     /// How far a fresh PRE-PREPARE's `batch_time` may be from the local
     /// clock, in microseconds (DESIGN.md step 5).
     pub max_clock_skew_micros: u64,
@@ -150,6 +157,7 @@ impl Config {
             batch_size_max: 256,
             batch_delay_micros: 2_000,
             propose_when_idle: true,
+            batches_in_flight_max: 1,
             max_clock_skew_micros: 500_000,
             status_interval_micros: 100_000,
             view_change_timeout_micros: 2_000_000,
@@ -182,6 +190,10 @@ impl Config {
                 "watermark_window < 2 * checkpoint_interval",
             ),
             (self.batch_size_max == 0, "batch_size_max is 0"),
+            (
+                self.batches_in_flight_max == 0,
+                "batches_in_flight_max is 0",
+            ),
             (
                 self.status_interval_micros == 0,
                 "status_interval_micros is 0",

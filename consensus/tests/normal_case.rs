@@ -142,16 +142,11 @@ fn adaptive_batching_proposes_at_once_when_idle_and_gathers_while_busy() {
         .map(|i| {
             let mut cfg = config(&keys, i);
             cfg.propose_when_idle = true;
+            cfg.batches_in_flight_max = 1;
             Replica::new(cfg).unwrap()
         })
         .collect();
     let mut c = Cluster::with(replicas);
-    let pre_prepares = |c: &Cluster| {
-        c.outputs[0]
-            .iter()
-            .filter(|o| matches!(o, Output::Broadcast { message: WireMessage::Signed(s) } if matches!(s.message, Message::PrePrepare(_))))
-            .count()
-    };
     c.submit([request(1)]);
     c.deliver_all();
     assert_eq!(
@@ -170,6 +165,47 @@ fn adaptive_batching_proposes_at_once_when_idle_and_gathers_while_busy() {
         vec![1, 1, 3],
         "the waiting requests went out together"
     );
+}
+
+#[test]
+fn pipelined_batching_keeps_two_batches_in_flight_and_refills_on_execution() {
+    // TOCS §5.1 batching with a pipeline: below `batches_in_flight_max`
+    // a partial batch goes out at once; with the pipeline full the next
+    // requests gather, and go out together as soon as a batch executes --
+    // not only when the batch delay runs out.
+    let keys = keys(4);
+    let replicas = (0..4)
+        .map(|i| {
+            let mut cfg = config(&keys, i);
+            cfg.propose_when_idle = true;
+            cfg.batches_in_flight_max = 2;
+            Replica::new(cfg).unwrap()
+        })
+        .collect();
+    let mut c = Cluster::with(replicas);
+    c.submit([request(1)]);
+    assert_eq!(pre_prepares(&c), 1, "empty pipeline: proposed at once");
+    c.submit([request(2)]);
+    assert_eq!(pre_prepares(&c), 2, "one in flight: room for another");
+    c.submit([request(3), request(4), request(5)]);
+    assert_eq!(pre_prepares(&c), 2, "two in flight: the rest wait");
+    // No timer fires here: only the executions can release the waiters.
+    c.deliver_all();
+    assert_eq!(
+        c.executed_seqs(0),
+        vec![SeqNum(1), SeqNum(2), SeqNum(3)],
+        "the waiting requests went out when a batch executed"
+    );
+    let sizes: Vec<usize> = c.executed[0].iter().map(|b| b.digests.len()).collect();
+    assert_eq!(sizes, vec![1, 1, 3], "and went out together");
+}
+
+/// The PRE-PREPAREs the primary (replica 0) has broadcast.
+fn pre_prepares(c: &Cluster) -> usize {
+    c.outputs[0]
+        .iter()
+        .filter(|o| matches!(o, Output::Broadcast { message: WireMessage::Signed(s) } if matches!(s.message, Message::PrePrepare(_))))
+        .count()
 }
 
 #[test]

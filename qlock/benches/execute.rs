@@ -81,13 +81,19 @@ impl Fixture {
     fn execute(&mut self, requests: &[Request]) -> Vec<primitives::Receipt> {
         self.seq += 1;
         self.now += TICK;
-        self.sm
+        let receipts = self
+            .sm
             .execute_batch(
                 SeqNum(self.seq),
                 HlcTimestamp::from_micros(self.now),
                 requests,
             )
-            .receipts
+            .receipts;
+        // A replica hashes the writes once per checkpoint; hashing them
+        // after every batch here keeps this the conservative (per-batch)
+        // cost the ceiling in BENCHMARKS.md was derived from.
+        self.sm.state_digest();
+        receipts
     }
 
     /// One batch of `BATCH_OPS` ops in requests of `per_request` ops:
@@ -151,9 +157,9 @@ fn execute(c: &mut Criterion) {
     }
     g.finish();
 
-    let f = Fixture::new(BATCH_OPS);
+    let mut f = Fixture::new(BATCH_OPS);
     c.bench_function("qlock_state_digest", |b| {
-        b.iter(|| black_box(&f.sm).state_digest())
+        b.iter(|| black_box(&mut f.sm).state_digest())
     });
 }
 

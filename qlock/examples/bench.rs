@@ -149,7 +149,7 @@ fn main() {
     let snap = t.elapsed();
     let bytes: usize = chunks.iter().map(Vec::len).sum();
     let t = Instant::now();
-    let restored = StateMachine::restore(&chunks).unwrap();
+    let mut restored = StateMachine::restore(&chunks).unwrap();
     let restore = t.elapsed();
     assert_eq!(restored.state_digest(), b.sm.state_digest());
     println!(

@@ -27,7 +27,7 @@
 //! // The next lease expiry: when to propose a heartbeat batch.
 //! assert_eq!(sm.next_deadline().unwrap().wall, time.wall + 10_000_000);
 //! let digest = sm.state_digest();
-//! let restored = StateMachine::restore(&sm.snapshot_chunks(64 * 1024)).unwrap();
+//! let mut restored = StateMachine::restore(&sm.snapshot_chunks(64 * 1024)).unwrap();
 //! assert_eq!(restored.state_digest(), digest);
 //! # let _ = LockMode::Shared;
 //! ```

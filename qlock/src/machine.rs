@@ -11,6 +11,12 @@ use crate::state::{
 use crate::table::{DigestTree, Record, Table};
 use primitives::{Bytes, ClientId, Digest, HlcTimestamp, Receipt, Request, SeqNum, WindowVerdict};
 
+/// Written keys (over all tables) held back from the digest tree between
+/// two state digests; beyond it a batch hands them over at its end, so the
+/// memory held for them stays bounded however long a checkpoint interval
+/// is. Hashing early only costs the saving of hashing late.
+pub const DIRTY_KEYS_MAX: usize = 65_536;
+
 /// What a client is told outside the reply to its own request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClientEvent {
@@ -259,8 +265,12 @@ impl StateMachine {
 
     /// The digest of everything that affects future results (see
     /// `table.rs` for how it is kept incremental and why that is sound).
-    pub fn state_digest(&self) -> Digest {
-        for_each_table!(ref self, t => assert!(t.is_flushed(), "state digest of unflushed writes"));
+    /// Hashes the writes since the last call first: a replica asks at
+    /// checkpoints only, so an entry written by many batches in between
+    /// (a client record, a session, the stats) is hashed once, and one
+    /// created and removed in between (most locks, cached replies) never.
+    pub fn state_digest(&mut self) -> Digest {
+        self.flush_digest();
         self.dt.root()
     }
 
@@ -344,8 +354,17 @@ impl StateMachine {
             s.last_seq = Some(seq);
             s.last_time = time;
         });
-        self.flush_digest();
+        if self.dirty_keys() > DIRTY_KEYS_MAX {
+            self.flush_tables();
+        }
         cx.out
+    }
+
+    /// Keys written since they were last handed to the digest tree.
+    fn dirty_keys(&self) -> usize {
+        let mut keys = 0;
+        for_each_table!(ref self, t => keys += t.dirty_len());
+        keys
     }
 
     fn execute_request(&mut self, cx: &mut Cx, request: &Request, digest: Digest) {

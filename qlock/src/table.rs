@@ -2,14 +2,14 @@
 //! for atomic rollback, and dump themselves for snapshots.
 //!
 //! **The incremental digest.** Every table entry `(tag, key, value)` is
-//! hashed once per batch that writes it, however often it was written:
-//! a table remembers the keys written since the last flush and hashes them
-//! at the flush, `k = H(tag ‖ key)`, `v = H(value)`. Entries
-//! are spread over [`BUCKETS`] buckets by the first bytes of `k`; a
+//! hashed once per state digest (a replica asks at checkpoints) whose
+//! interval wrote it, however often it was written: a table remembers the
+//! keys written since the last flush and hashes them at the flush,
+//! `k = H(tag ‖ key)`, `v = H(value)`. Entries are spread over [`BUCKETS`] buckets by the first bytes of `k`; a
 //! bucket's digest is the hash of its entries' `(k, v)` pairs in `k` order;
 //! the state digest is the hash of all bucket digests in bucket order. A
 //! write marks its bucket dirty, each dirty bucket is re-hashed once per
-//! batch, and a state digest costs one hash over `BUCKETS × 32` bytes,
+//! flush, and a state digest costs one hash over `BUCKETS × 32` bytes,
 //! whatever the state's size.
 //!
 //! Why it is sound: every level is a collision-resistant hash over an
@@ -54,11 +54,15 @@ impl DigestTree {
 
     fn set(&mut self, key: Digest, value_hash: Option<Digest>) {
         let bucket = bucket_of(&key);
-        match value_hash {
-            Some(hash) => self.buckets[bucket].insert(key, hash),
-            None => self.buckets[bucket].remove(&key),
+        let changed = match value_hash {
+            Some(hash) => self.buckets[bucket].insert(key, hash) != Some(hash),
+            // An entry created and removed between two flushes was never
+            // in the tree: its bucket is unchanged.
+            None => self.buckets[bucket].remove(&key).is_some(),
         };
-        self.dirty.insert(bucket);
+        if changed {
+            self.dirty.insert(bucket);
+        }
     }
 
     /// Re-hashes the buckets written since the last flush.
@@ -151,7 +155,9 @@ pub(crate) struct Table<K, V> {
     journal: Option<Vec<(K, Option<V>)>>,
     /// Keys written since the last [`Table::flush_into`]: a batch writes
     /// the client record, the counters and a lock several times each, and
-    /// each is hashed once. Bounded by the writes of one batch.
+    /// each is hashed once. Handed over at each state digest, or at the end
+    /// of a batch once all tables hold more than
+    /// [`crate::machine::DIRTY_KEYS_MAX`].
     dirty: BTreeSet<K>,
 }
 
@@ -228,9 +234,9 @@ where
         }
     }
 
-    /// No write waits for [`Table::flush_into`].
-    pub(crate) fn is_flushed(&self) -> bool {
-        self.dirty.is_empty()
+    /// Keys written since the last [`Table::flush_into`].
+    pub(crate) fn dirty_len(&self) -> usize {
+        self.dirty.len()
     }
 
     /// `H(tag ‖ key)`: the entry's name in the digest tree.

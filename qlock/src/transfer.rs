@@ -143,7 +143,8 @@ impl StateMachine {
     /// The state cut into chunks of about `chunk_bytes_max` bytes along
     /// bucket boundaries (a bucket larger than the bound gets a chunk of its
     /// own), with the manifest that lets a receiver check each chunk.
-    pub fn transfer_snapshot(&self, chunk_bytes_max: usize) -> TransferSnapshot {
+    pub fn transfer_snapshot(&mut self, chunk_bytes_max: usize) -> TransferSnapshot {
+        self.flush_digest();
         let mut by_bucket: Vec<Vec<Record>> = vec![Vec::new(); BUCKETS];
         for record in self.records() {
             let bucket = record.bucket();
@@ -278,7 +279,7 @@ impl Installer {
         if missing > 0 {
             return Err(TransferError::Incomplete(missing));
         }
-        let machine = StateMachine::restore(&self.accepted).map_err(TransferError::Restore)?;
+        let mut machine = StateMachine::restore(&self.accepted).map_err(TransferError::Restore)?;
         if machine.state_digest() != self.certified {
             return Err(TransferError::FinalDigest);
         }

@@ -1063,16 +1063,16 @@ fn run_case(steps: &[Step]) {
             obs.all_tokens.len()
         );
     }
-    round_trip(&h);
+    round_trip(&mut h);
 }
 
 /// Snapshot and restore at small chunk sizes: equal digests, and the
 /// restored machine behaves identically afterwards.
-fn round_trip(h: &Harness) {
+fn round_trip(h: &mut Harness) {
     let digest = h.sm.state_digest();
     for chunk in [64, 4096] {
         let chunks = h.sm.snapshot_chunks(chunk);
-        let restored = StateMachine::restore(&chunks).expect("restores");
+        let mut restored = StateMachine::restore(&chunks).expect("restores");
         assert_eq!(restored.state_digest(), digest);
         assert_eq!(restored.snapshot_chunks(chunk), chunks);
     }

@@ -66,11 +66,11 @@ fn rich_state() -> Harness {
 
 #[test]
 fn round_trip_keeps_the_digest_at_any_chunk_size() {
-    let h = rich_state();
+    let mut h = rich_state();
     let digest = h.sm.state_digest();
     for chunk_bytes_max in [1, 100, 1 << 20] {
         let chunks = h.sm.snapshot_chunks(chunk_bytes_max);
-        let restored = StateMachine::restore(&chunks).unwrap();
+        let mut restored = StateMachine::restore(&chunks).unwrap();
         assert_eq!(restored.state_digest(), digest);
         assert_eq!(restored.next_deadline(), h.sm.next_deadline());
         assert_eq!(restored.stats(), h.sm.stats());
@@ -81,7 +81,7 @@ fn round_trip_keeps_the_digest_at_any_chunk_size() {
 
 #[test]
 fn every_single_byte_change_that_decodes_changes_the_digest() {
-    let h = rich_state();
+    let mut h = rich_state();
     let digest = h.sm.state_digest();
     // One record per chunk: a flipped byte touches exactly one entry.
     let chunks = h.sm.snapshot_chunks(1);
@@ -91,7 +91,7 @@ fn every_single_byte_change_that_decodes_changes_the_digest() {
             for bit in [0x01u8] {
                 let mut tampered = chunks.clone();
                 tampered[c][i] ^= bit;
-                let Ok(restored) = StateMachine::restore(&tampered) else {
+                let Ok(mut restored) = StateMachine::restore(&tampered) else {
                     continue;
                 };
                 decoded += 1;
@@ -110,4 +110,63 @@ fn every_single_byte_change_that_decodes_changes_the_digest() {
         changed > 100,
         "only {changed} of {decoded} tampered snapshots differed"
     );
+}
+
+/// The same batches, the digest asked after `ask_every` of them (0: only
+/// at the end): locks taken and given up in between, a session renewed.
+fn locks_script(ask_every: u64) -> (Harness, Vec<(u64, primitives::Digest)>) {
+    let mut h = Harness::new(Config::default(), 2);
+    let mut asked = vec![];
+    let session = match h.ok(0, Op::CreateSession { ttl: 30 * SEC }) {
+        OpResult::SessionCreated { session, .. } => session,
+        other => panic!("{other:?}"),
+    };
+    for i in 0..40u64 {
+        let resource = format!("r{}", (i / 2) % 7);
+        let op = if i % 2 == 0 {
+            Op::Acquire {
+                session,
+                resource,
+                mode: LockMode::Exclusive,
+                wait: None,
+            }
+        } else {
+            Op::Release { session, resource }
+        };
+        h.run(0, op).0.expect("op");
+        if i % 5 == 0 {
+            h.ok(
+                0,
+                Op::RenewSession {
+                    session,
+                    ttl: 30 * SEC,
+                },
+            );
+        }
+        h.advance(SEC / 10);
+        if ask_every > 0 && h.seq.is_multiple_of(ask_every) {
+            asked.push((h.seq, h.sm.state_digest()));
+        }
+    }
+    (h, asked)
+}
+
+#[test]
+fn the_state_digest_does_not_depend_on_how_often_it_is_asked() {
+    // A replica asks at checkpoints only, so writes between two digests
+    // are hashed once (and entries created and removed in between never);
+    // the digest must equal the one of a machine asked after every batch.
+    let (mut every, asked) = locks_script(1);
+    let (mut at_end, none) = locks_script(0);
+    assert!(none.is_empty());
+    let digest = at_end.sm.state_digest();
+    assert_eq!(every.sm.state_digest(), digest);
+    assert_eq!(asked.last().map(|(_, d)| *d), Some(digest));
+    let (_, some) = locks_script(3);
+    assert!(some.len() > 5);
+    for at in &some {
+        assert!(asked.contains(at), "digest after batch {} differs", at.0);
+    }
+    let mut restored = StateMachine::restore(&at_end.sm.snapshot_chunks(512)).unwrap();
+    assert_eq!(restored.state_digest(), digest);
 }

@@ -56,7 +56,7 @@ fn install(snapshot: &TransferSnapshot, certified: Digest) -> StateMachine {
 
 #[test]
 fn a_state_cut_into_chunks_installs_with_the_same_digest() {
-    let h = busy_state();
+    let mut h = busy_state();
     let digest = h.sm.state_digest();
     for chunk_bytes_max in [1, 2_000, 1 << 20] {
         let snapshot = h.sm.transfer_snapshot(chunk_bytes_max);
@@ -64,7 +64,7 @@ fn a_state_cut_into_chunks_installs_with_the_same_digest() {
         if chunk_bytes_max == 2_000 {
             assert!(snapshot.chunks.len() > 5, "{}", snapshot.chunks.len());
         }
-        let installed = install(&snapshot, digest);
+        let mut installed = install(&snapshot, digest);
         assert_eq!(installed.state_digest(), digest);
         assert_eq!(installed.next_deadline(), h.sm.next_deadline());
         // The chunks are ordinary snapshot chunks too.
@@ -79,7 +79,7 @@ fn a_state_cut_into_chunks_installs_with_the_same_digest() {
 
 #[test]
 fn a_manifest_for_another_state_or_malformed_is_refused() {
-    let h = busy_state();
+    let mut h = busy_state();
     let snapshot = h.sm.transfer_snapshot(2_000);
     let other = StateMachine::new(Config::default()).state_digest();
     assert_eq!(
@@ -116,7 +116,7 @@ fn a_manifest_for_another_state_or_malformed_is_refused() {
 
 #[test]
 fn a_bad_chunk_costs_one_chunk_and_the_good_one_is_then_accepted() {
-    let h = busy_state();
+    let mut h = busy_state();
     let digest = h.sm.state_digest();
     let snapshot = h.sm.transfer_snapshot(2_000);
     let mut installer = Installer::new(snapshot.manifest.clone(), digest).unwrap();
@@ -155,7 +155,7 @@ fn a_bad_chunk_costs_one_chunk_and_the_good_one_is_then_accepted() {
 fn a_chunk_missing_a_record_or_carrying_a_foreign_one_is_refused() {
     // A liar cannot drop an entry (a lock it wants gone) or smuggle one in
     // from outside the chunk's buckets.
-    let h = busy_state();
+    let mut h = busy_state();
     let digest = h.sm.state_digest();
     let snapshot = h.sm.transfer_snapshot(2_000);
     let mut records: Vec<(u8, Bytes, Bytes)> =

@@ -310,7 +310,7 @@ impl App {
                 .unzip();
             machine.execute_batch_digested(seq, time, &requests, &digests)
         });
-        if let Some(machine) = &self.machine {
+        if let Some(machine) = &mut self.machine {
             self.head = machine.state_digest();
         }
         if let Some(outcome) = &outcome {
@@ -331,9 +331,9 @@ impl App {
     /// What a pulse header's state digest commits to: the chain head (or
     /// qlock's state digest) and the set of executed requests, chunked as
     /// a state transfer serves it.
-    pub fn state_digest(&self) -> Digest {
+    pub fn state_digest(&mut self) -> Digest {
         let (_, digests) = executed_chunks(&self.executed);
-        let state = match &self.machine {
+        let state = match &mut self.machine {
             Some(machine) => machine.state_digest(),
             None => self.head,
         };
@@ -342,11 +342,11 @@ impl App {
 
     /// The state after the checkpoint `header` ends, as chunks a peer can
     /// check one by one.
-    pub fn snapshot(&self, header: PulseHeader) -> AppSnapshot {
+    pub fn snapshot(&mut self, header: PulseHeader) -> AppSnapshot {
         let (executed, executed_digests) = executed_chunks(&self.executed);
         let qlock = self
             .machine
-            .as_ref()
+            .as_mut()
             .map(|m| m.transfer_snapshot(SNAPSHOT_CHUNK_BYTES));
         AppSnapshot {
             header,

@@ -25,12 +25,11 @@ impl Replica {
             self.batch_deadline = None;
             return;
         }
-        // Adaptive batching: with no batch of ours in flight a request goes
-        // out at once (light load pays no batch delay); while batches are in
-        // flight, requests gather until the batch is full or the delay runs
-        // out (heavy load gets large batches).
-        let idle = self.cfg.propose_when_idle && self.next_seq <= self.last_executed;
-        let force = idle || self.batch_deadline.is_some_and(|d| d <= self.now);
+        // Adaptive batching: with room in the pipeline a request goes out at
+        // once (light load pays no batch delay); with the pipeline full,
+        // requests gather until the batch is full, the delay runs out or a
+        // batch executes (heavy load gets large batches).
+        let late = self.batch_deadline.is_some_and(|d| d <= self.now);
         if self.heartbeat_due() && self.hears_quorum() {
             self.propose_heartbeat();
         }
@@ -43,7 +42,9 @@ impl Replica {
             }
             return;
         }
-        while self.queued > 0 && (force || self.queued >= self.cfg.batch_size_max) {
+        while self.queued > 0
+            && (late || self.pipeline_has_room() || self.queued >= self.cfg.batch_size_max)
+        {
             let seq = self.next_seq.next();
             if seq.0 > self.low.0 + self.cfg.watermark_window {
                 break;
@@ -67,6 +68,13 @@ impl Replica {
             self.batch_deadline = Some(at);
             self.set_timer(TimerKind::Batch, at);
         }
+    }
+
+    /// Whether fewer than `batches_in_flight_max` of our batches are
+    /// proposed and not yet executed (with `propose_when_idle`).
+    fn pipeline_has_room(&self) -> bool {
+        let in_flight = self.next_seq.0.saturating_sub(self.last_executed.0);
+        self.cfg.propose_when_idle && in_flight < self.cfg.batches_in_flight_max
     }
 
     /// Whether a quorum (us included) was heard from within two status
@@ -417,6 +425,16 @@ impl Replica {
     /// Hands committed batches to the application strictly in seq order,
     /// each at its effective time (DESIGN.md step 5).
     pub(super) fn try_execute(&mut self) {
+        let before = self.last_executed;
+        self.execute_ready();
+        if self.last_executed > before && self.is_primary() && self.queued > 0 {
+            // The pipeline has room again: waiting requests need not sit
+            // out the batch delay.
+            self.try_propose();
+        }
+    }
+
+    fn execute_ready(&mut self) {
         loop {
             let seq = self.next_to_execute();
             let Some(slot) = self.log.get(&seq) else {

@@ -293,7 +293,7 @@ impl Runtime {
     fn recover(&mut self) -> Result<(), RuntimeError> {
         let recovered = self.store.recover().map_err(RuntimeError::Storage)?;
         if let Some(snapshot) = &recovered.snapshot {
-            let machine = StateMachine::restore(&snapshot.chunks)
+            let mut machine = StateMachine::restore(&snapshot.chunks)
                 .map_err(|e| RuntimeError::Recovery(format!("snapshot: {e}")))?;
             if machine.state_digest() != snapshot.manifest.state_digest {
                 return Err(RuntimeError::Recovery("snapshot digest mismatch".into()));

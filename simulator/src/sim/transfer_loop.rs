@@ -312,7 +312,7 @@ impl Sim {
             None => None,
         };
         let interval = self.nodes[i].config.checkpoint_interval;
-        let app = App::from_snapshot(
+        let mut app = App::from_snapshot(
             &header,
             offer.manifest.head,
             offer.executed,
