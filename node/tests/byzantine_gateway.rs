@@ -9,6 +9,8 @@
 //! Every test is bounded by a timeout; every process it starts is killed
 //! (by its pid, through its `Child`) when the test ends, pass or fail.
 
+mod common;
+
 use client::api::Reply;
 use client::verify::{verify_reply, VerifyReplyError};
 use client::{Client, ClientOptions, ClusterConfig, ReplicaError, VerifiedReply};
@@ -18,7 +20,7 @@ use node::api::http::SubmitAnswer;
 use node::config::{ClusterSection, Config, ConfigFile, Limits, ReplicaEntry, Timeouts};
 use primitives::{ClusterId, KeyPair, ReplicaId, Request, RequestBody, RequestNumber};
 use qlock::{Durability, Op, OpResult, Priority};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -57,21 +59,10 @@ fn replica_key(i: usize) -> KeyPair {
     KeyPair::from_seed(&[i as u8 + 61; 32])
 }
 
-/// `count` distinct free ports on 127.0.0.1 (all held until all are
-/// chosen, so none repeats).
-fn free_ports(count: usize) -> Vec<u16> {
-    let held: Vec<TcpListener> = (0..count)
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    held.iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect()
-}
-
 /// Writes replica configs and keys for `n` replicas into `dir`; returns
 /// the config paths in id order.
 fn write_configs(dir: &Path, n: usize) -> Vec<PathBuf> {
-    let ports = free_ports(3 * n);
+    let ports = common::free_ports(3 * n);
     let replicas: Vec<ReplicaEntry> = (0..n)
         .map(|i| ReplicaEntry {
             id: i as u16,

@@ -4,6 +4,8 @@
 //!
 //! Every test is bounded by a timeout and stops its replicas.
 
+mod common;
+
 use client::api::{Event, Reply};
 use libp2p::Multiaddr;
 use lockchain::{Threshold, Verifier};
@@ -28,14 +30,6 @@ fn membership(n: usize) -> Membership {
         (0..n).map(|i| replica_key(i).public()).collect(),
     )
     .unwrap()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn addr(port: u16) -> Multiaddr {
@@ -72,7 +66,7 @@ fn config(membership: &Membership, ports: &[u16], i: usize, dir: &Path) -> Runti
 impl Cluster {
     fn start(n: usize) -> Cluster {
         let membership = membership(n);
-        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let ports = common::free_ports(n);
         let dir = tempfile::tempdir().unwrap();
         let mut cluster = Cluster {
             membership,
