@@ -7,6 +7,7 @@
 //! (BENCHMARKS.md, "Micro-benchmarks").
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use primitives::keys;
 use primitives::request::{verify_many, RequestLimits};
 use primitives::{
     codec, Bytes, ClusterId, Digest, Domain, KeyPair, Request, RequestBody, RequestNumber,
@@ -69,6 +70,34 @@ fn signatures(c: &mut Criterion) {
                 black_box(message.as_bytes()),
                 &signature,
             )
+        })
+    });
+    g.finish();
+
+    // A pass of PBFT votes: a PREPARE and a COMMIT for each of 2 seqs from
+    // each of 3 peers (what a replica's `preverify` checks at once).
+    let peers: Vec<KeyPair> = (1..4).map(key).collect();
+    let votes: Vec<(Vec<u8>, usize)> = (0..12u8)
+        .map(|i| (vec![i; 64], usize::from(i) % 3))
+        .collect();
+    let signed: Vec<_> = votes
+        .iter()
+        .map(|(m, p)| {
+            (
+                peers[*p].public(),
+                Domain::Prepare,
+                &m[..],
+                peers[*p].sign(Domain::Prepare, m),
+            )
+        })
+        .collect();
+    let mut g = c.benchmark_group("ed25519_votes");
+    g.throughput(Throughput::Elements(signed.len() as u64));
+    g.bench_function("verify_many 12 from 3 signers", |b| {
+        b.iter(|| {
+            let verdicts = keys::verify_many(black_box(&signed));
+            assert!(verdicts.iter().all(Result::is_ok));
+            verdicts
         })
     });
     g.finish();

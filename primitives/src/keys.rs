@@ -16,9 +16,24 @@
 //!
 //! It is created with mode 0600 and never overwritten. The public key is
 //! derived from the seed.
+//!
+//! # Verification rules
+//!
+//! Signatures are made by ed25519-dalek (RFC 8032) and checked by the
+//! ZIP-215 rules of ed25519-zebra: `S` must be canonical, the cofactored
+//! equation `[8][S]B = [8]R + [8][k]A` must hold. What matters for a BFT
+//! system is that every replica reaches the same verdict on the same
+//! bytes, and that a batch check agrees with the single check: RFC 8032
+//! leaves the equation open, and dalek's `verify_batch` (cofactorless,
+//! randomised) could pass a signature with a small-order part that
+//! `verify_strict` refuses, so a Byzantine signer could have one replica
+//! accept what another refuses. Under ZIP-215 both checks agree on every
+//! input. Every honestly made signature verifies under every rule.
 
 use crate::digest::{Digest, Domain};
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
+use ed25519_zebra::VerificationKey;
+use rand_chacha::rand_core::SeedableRng;
 use rand_core::CryptoRngCore;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -26,9 +41,10 @@ use std::io::Write;
 use std::path::Path;
 
 /// An ed25519 public key. Always a valid, non-weak curve point: decoding
-/// rejects anything else, so holders of a `PublicKey` never re-check.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct PublicKey(VerifyingKey);
+/// rejects anything else, so holders of a `PublicKey` never re-check. Holds
+/// the decompressed point, so a check does not decompress it again.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct PublicKey(VerificationKey);
 
 /// An ed25519 signature.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -86,7 +102,7 @@ const KEY_CACHE_SETS: usize = 1024;
 struct KeyCache {
     /// `2 × KEY_CACHE_SETS` slots, way 0 of a set the most recently used;
     /// allocated on first use.
-    slots: Vec<Option<VerifyingKey>>,
+    slots: Vec<Option<VerificationKey>>,
 }
 
 impl KeyCache {
@@ -97,12 +113,12 @@ impl KeyCache {
         (low % KEY_CACHE_SETS as u64) as usize
     }
 
-    fn get_or_decompress(&mut self, bytes: &[u8; 32]) -> Result<VerifyingKey, SignatureError> {
+    fn get_or_decompress(&mut self, bytes: &[u8; 32]) -> Result<VerificationKey, SignatureError> {
         if self.slots.is_empty() {
             self.slots = vec![None; 2 * KEY_CACHE_SETS];
         }
         let set = 2 * Self::set_of(bytes);
-        let hit = |slot: &Option<VerifyingKey>| slot.is_some_and(|k| k.as_bytes() == bytes);
+        let hit = |slot: &Option<VerificationKey>| slot.is_some_and(|k| k.as_ref() == bytes);
         if hit(&self.slots[set]) {
             return Ok(self.slots[set].expect("hit"));
         }
@@ -132,18 +148,22 @@ impl PublicKey {
             .map(PublicKey)
     }
 
-    /// The uncached parse: point decompression and the small-order check.
-    fn decompress(bytes: &[u8; 32]) -> Result<VerifyingKey, SignatureError> {
-        let key = VerifyingKey::from_bytes(bytes).map_err(|_| SignatureError::InvalidKey)?;
-        if key.is_weak() {
+    /// The uncached parse: point decompression and the small-order check
+    /// (dalek's `is_weak`; ZIP-215 itself would take a small-order key).
+    fn decompress(bytes: &[u8; 32]) -> Result<VerificationKey, SignatureError> {
+        let dalek = VerifyingKey::from_bytes(bytes).map_err(|_| SignatureError::InvalidKey)?;
+        if dalek.is_weak() {
             return Err(SignatureError::InvalidKey);
         }
-        Ok(key)
+        VerificationKey::try_from(*bytes).map_err(|_| SignatureError::InvalidKey)
     }
 
     /// The compressed point.
     pub fn as_bytes(&self) -> &[u8; 32] {
-        self.0.as_bytes()
+        self.0
+            .as_ref()
+            .try_into()
+            .expect("a verification key is 32 bytes")
     }
 
     /// Lower-case hex of the compressed point.
@@ -151,8 +171,8 @@ impl PublicKey {
         hex::encode(self.as_bytes())
     }
 
-    /// Checks `signature` over `message` in `domain` (strict verification:
-    /// non-canonical signatures are refused).
+    /// Checks `signature` over `message` in `domain` (ZIP-215 rules, see
+    /// the module docs: the same verdict as [`verify_many`] gives).
     pub fn verify(
         &self,
         domain: Domain,
@@ -160,10 +180,16 @@ impl PublicKey {
         signature: &Signature,
     ) -> Result<(), SignatureError> {
         let signed = Digest::of(domain, message);
-        let sig = ed25519_dalek::Signature::from_bytes(&signature.0);
+        let sig = ed25519_zebra::Signature::from_bytes(&signature.0);
         self.0
-            .verify_strict(signed.as_bytes(), &sig)
+            .verify(&sig, signed.as_bytes())
             .map_err(|_| SignatureError::Invalid)
+    }
+}
+
+impl std::hash::Hash for PublicKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_bytes().hash(state);
     }
 }
 
@@ -234,7 +260,8 @@ impl KeyPair {
 
     /// The public half.
     pub fn public(&self) -> PublicKey {
-        PublicKey(self.0.verifying_key())
+        PublicKey::from_bytes(self.0.verifying_key().as_bytes())
+            .expect("the key of a signing key is a valid, non-weak point")
     }
 
     /// Signs `message` in `domain`.
@@ -296,8 +323,16 @@ impl fmt::Debug for KeyPair {
 }
 
 /// Verifies many signatures at once (≈ 2–3× cheaper per signature than one
-/// by one). On failure it tells which items are bad by checking each one,
-/// so the caller can drop exactly those.
+/// by one, more when signers repeat: their terms are coalesced). On failure
+/// it tells which items are bad by checking each one, so the caller can
+/// drop exactly those. Under ZIP-215 the batch check passes exactly when
+/// every single check would (up to a 2^-128 chance), so the verdicts never
+/// depend on which other signatures shared the batch.
+///
+/// The batch's random coefficients come from a ChaCha20 RNG seeded with a
+/// blake3 hash of every item (as dalek derives them from a transcript):
+/// unpredictable before the signatures are fixed, and no OS randomness in
+/// the sans-IO cores that call this.
 ///
 /// Returns one `Ok`/`Err` per item.
 pub fn verify_many(
@@ -310,13 +345,18 @@ pub fn verify_many(
         .iter()
         .map(|(_, domain, msg, _)| Digest::of(*domain, msg))
         .collect();
-    let messages: Vec<&[u8]> = digests.iter().map(|d| &d.as_bytes()[..]).collect();
-    let signatures: Vec<ed25519_dalek::Signature> = items
-        .iter()
-        .map(|(_, _, _, sig)| ed25519_dalek::Signature::from_bytes(&sig.0))
-        .collect();
-    let keys: Vec<VerifyingKey> = items.iter().map(|(key, ..)| key.0).collect();
-    if ed25519_dalek::verify_batch(&messages, &signatures, &keys).is_ok() {
+    let mut transcript = blake3::Hasher::new_derive_key("qlock ed25519 batch verification v1");
+    let mut batch = ed25519_zebra::batch::Verifier::new();
+    for ((key, _, _, sig), digest) in items.iter().zip(&digests) {
+        transcript.update(key.as_bytes());
+        transcript.update(&sig.0);
+        transcript.update(digest.as_bytes());
+        let key_bytes = ed25519_zebra::VerificationKeyBytes::from(*key.as_bytes());
+        let sig = ed25519_zebra::Signature::from_bytes(&sig.0);
+        batch.queue((key_bytes, sig, &digest.as_bytes()[..]));
+    }
+    let rng = rand_chacha::ChaCha20Rng::from_seed(*transcript.finalize().as_bytes());
+    if batch.verify(rng).is_ok() {
         return vec![Ok(()); items.len()];
     }
     items
@@ -399,7 +439,7 @@ mod tests {
             let valid = *keypair(seed).public().as_bytes();
             for b in [bytes, valid, bytes, valid] {
                 let cached = PublicKey::from_bytes(&b).map(|k| *k.as_bytes());
-                let direct = PublicKey::decompress(&b).map(|k| *k.as_bytes());
+                let direct = PublicKey::decompress(&b).map(|k| *PublicKey(k).as_bytes());
                 proptest::prop_assert_eq!(cached, direct);
             }
         }
@@ -420,7 +460,7 @@ mod tests {
             let c = c.borrow();
             assert!(c.slots[set..set + 2]
                 .iter()
-                .all(|s| s.is_none_or(|k| k.as_bytes() != &identity)));
+                .all(|s| s.is_none_or(|k| k.as_ref() != identity)));
         });
     }
 
@@ -456,6 +496,118 @@ mod tests {
         let verdicts = verify_many(&items);
         assert_eq!(verdicts.iter().filter(|v| v.is_err()).count(), 1);
         assert!(verdicts[3].is_err());
+    }
+
+    /// A signature made with the secret scalar but a nonce point with a
+    /// small-order part, `R = [r]B + T`: the cofactored equation holds,
+    /// the cofactorless one does not. A Byzantine signer can make these.
+    fn signature_with_torsion(seed: u8, domain: Domain, message: &[u8]) -> (PublicKey, Signature) {
+        use curve25519_dalek::{constants, EdwardsPoint, Scalar};
+        use sha2::{Digest as _, Sha512};
+        let wide = |hash: &[u8]| {
+            let mut bytes = [0u8; 64];
+            bytes.copy_from_slice(hash);
+            Scalar::from_bytes_mod_order_wide(&bytes)
+        };
+        let a = wide(&Sha512::digest([seed, 1]));
+        let public = PublicKey::from_bytes(EdwardsPoint::mul_base(&a).compress().as_bytes())
+            .expect("a prime-order point");
+        let r = wide(&Sha512::digest([seed, 2]));
+        let big_r = (EdwardsPoint::mul_base(&r) + constants::EIGHT_TORSION[1]).compress();
+        let signed = Digest::of(domain, message);
+        let k = wide(
+            &Sha512::new()
+                .chain_update(big_r.as_bytes())
+                .chain_update(public.as_bytes())
+                .chain_update(signed.as_bytes())
+                .finalize(),
+        );
+        let mut bytes = [0u8; 64];
+        bytes[..32].copy_from_slice(big_r.as_bytes());
+        bytes[32..].copy_from_slice((r + k * a).as_bytes());
+        (public, Signature(bytes))
+    }
+
+    #[test]
+    fn a_signature_with_a_torsion_part_gets_one_verdict_alone_and_in_any_batch() {
+        let message = b"view 3 seq 9";
+        let (public, crafted) = signature_with_torsion(1, Domain::Commit, message);
+        // RFC 8032's cofactorless check (dalek's verify_strict) refuses it,
+        // and dalek's cofactorless batch could pass it: the split verdict
+        // ZIP-215 exists to rule out.
+        let dalek = ed25519_dalek::VerifyingKey::from_bytes(public.as_bytes()).unwrap();
+        let signed = Digest::of(Domain::Commit, message);
+        let dalek_sig = ed25519_dalek::Signature::from_bytes(&crafted.0);
+        assert!(dalek.verify_strict(signed.as_bytes(), &dalek_sig).is_err());
+
+        assert_eq!(public.verify(Domain::Commit, message, &crafted), Ok(()));
+        let keys: Vec<KeyPair> = (0..6).map(keypair).collect();
+        let msgs: Vec<Vec<u8>> = (0..6u8).map(|i| vec![i; 12]).collect();
+        for company in 0..keys.len() {
+            let mut items: Vec<_> = keys[..company]
+                .iter()
+                .zip(&msgs)
+                .map(|(k, m)| {
+                    (
+                        k.public(),
+                        Domain::Commit,
+                        &m[..],
+                        k.sign(Domain::Commit, m),
+                    )
+                })
+                .collect();
+            items.insert(company / 2, (public, Domain::Commit, &message[..], crafted));
+            assert!(
+                verify_many(&items).iter().all(Result::is_ok),
+                "batch of {} disagrees with the single check",
+                items.len()
+            );
+        }
+        // The same signature over other bytes is refused alone and batched.
+        assert!(public.verify(Domain::Commit, b"other", &crafted).is_err());
+        let k = &keys[0];
+        let items = [
+            (
+                k.public(),
+                Domain::Commit,
+                &b"x"[..],
+                k.sign(Domain::Commit, b"x"),
+            ),
+            (public, Domain::Commit, &b"other"[..], crafted),
+        ];
+        let verdicts = verify_many(&items);
+        assert!(verdicts[0].is_ok() && verdicts[1].is_err());
+    }
+
+    #[test]
+    fn a_non_canonical_s_is_refused_alone_and_batched() {
+        let key = keypair(4);
+        let mut sig = key.sign(Domain::Prepare, b"m");
+        // S + l is the same residue but not the canonical encoding.
+        let l: [u8; 32] = [
+            0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9,
+            0xde, 0x14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+        ];
+        let mut carry = 0u16;
+        for (s_byte, l_byte) in sig.0[32..].iter_mut().zip(l) {
+            let sum = u16::from(*s_byte) + u16::from(l_byte) + carry;
+            *s_byte = sum as u8;
+            carry = sum >> 8;
+        }
+        assert_eq!(carry, 0, "S + l < 2^254");
+        assert!(key.public().verify(Domain::Prepare, b"m", &sig).is_err());
+        let other = keypair(5);
+        let items = [
+            (
+                other.public(),
+                Domain::Prepare,
+                &b"n"[..],
+                other.sign(Domain::Prepare, b"n"),
+            ),
+            (key.public(), Domain::Prepare, &b"m"[..], sig),
+        ];
+        let verdicts = verify_many(&items);
+        assert!(verdicts[0].is_ok() && verdicts[1].is_err());
     }
 
     #[test]
