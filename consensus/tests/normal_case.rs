@@ -479,3 +479,88 @@ fn a_prepare_after_the_prepared_certificate_costs_no_signature_check() {
     let out = r.step(T0, peer(3, WireMessage::Signed(bad)));
     assert_eq!(rejected(&out), vec![Rejection::Stale]);
 }
+
+#[test]
+fn preverify_batched_signature_checks_change_no_output() {
+    // §4.2 authentication, batched: checking a pass's signatures in one
+    // batch is an optimisation only. The same run, each delivery preceded
+    // by a batch check of everything queued to the receiver, yields the
+    // same outputs at every replica, including checkpoints (§4.3).
+    let run = |preverify: bool| {
+        let mut c = Cluster::new(4);
+        c.preverify = preverify;
+        for round in 0..12u64 {
+            c.submit((round * 3..round * 3 + 3).map(request));
+            c.run(3);
+        }
+        c.run(20);
+        c
+    };
+    let plain = run(false);
+    let batched = run(true);
+    let executed: usize = plain.executed[0].iter().map(|b| b.digests.len()).sum();
+    assert_eq!(executed, 36, "every request executed");
+    assert!(
+        plain.outputs[1]
+            .iter()
+            .any(|o| matches!(o, Output::StableCheckpoint { .. })),
+        "the run reaches a stable checkpoint"
+    );
+    for i in 0..4 {
+        assert_eq!(
+            format!("{:?}", batched.outputs[i]),
+            format!("{:?}", plain.outputs[i]),
+            "replica {i}"
+        );
+    }
+}
+
+#[test]
+fn preverify_does_not_lend_a_valid_signature_to_another_message() {
+    // §4.2: a vote counts only with its own signer's signature over it. A
+    // forged COMMIT carrying the signature of that signer's valid PREPARE,
+    // checked in the same batch, is still refused; the PREPARE counts.
+    let keys = keys(4);
+    let cfg = config(&keys, 0);
+    let mut r = backup();
+    r.step(T0, Input::RequestReady { digest: request(1) });
+    let pp = pre_prepare(1, vec![request(1)], T0);
+    let WireMessage::Signed(signed) = &pp else {
+        unreachable!()
+    };
+    let Message::PrePrepare(proposal) = &signed.message else {
+        unreachable!()
+    };
+    let digest = proposal.batch.digest();
+    let out = r.step(T0, peer(0, pp));
+    let id = pre_prepare_persist_id(&out);
+    assert!(sends_vote(&r.step(T0, Input::PersistAck { id })));
+    let vote = Vote {
+        view: ViewNumber(0),
+        seq: SeqNum(1),
+        batch: digest,
+        replica: ReplicaId(2),
+    };
+    let prepare = Message::Prepare(vote).sign(cfg.cluster, &keys[2]);
+    let mut forged = Message::Commit(vote).sign(cfg.cluster, &keys[2]);
+    forged.signature = prepare.signature;
+    let batch = [
+        WireMessage::Signed(forged.clone()),
+        WireMessage::Signed(prepare.clone()),
+    ];
+    r.preverify(&batch);
+    let out = r.step(T0, peer(2, WireMessage::Signed(forged)));
+    assert_eq!(rejected(&out), vec![Rejection::BadSignature]);
+    let out = r.step(T0, peer(2, WireMessage::Signed(prepare)));
+    assert!(rejected(&out).is_empty(), "the valid PREPARE counts");
+    assert!(
+        out.iter().any(|o| matches!(
+            o,
+            Output::Persist {
+                record: PersistRecord::Prepared { .. },
+                ..
+            }
+        )),
+        "PRE-PREPARE + 2f PREPAREs (ours and replica 2's): prepared"
+    );
+}

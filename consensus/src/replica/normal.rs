@@ -266,13 +266,18 @@ impl Replica {
         self.on_vote(from, vote, sig, true);
     }
 
-    fn on_vote(&mut self, from: ReplicaId, vote: Vote, sig: Signature, commit: bool) {
+    /// The cheap checks a vote passes before its signature is worth
+    /// checking (also used to pick what [`Replica::preverify`] checks).
+    pub(super) fn vote_admissible(
+        &self,
+        from: ReplicaId,
+        vote: &Vote,
+        commit: bool,
+    ) -> Result<(), Rejection> {
         if vote.view != self.view || !self.view_active {
-            return self.reject(Some(from), Rejection::WrongView);
+            return Err(Rejection::WrongView);
         }
-        if let Err(reason) = self.check_window(vote.seq) {
-            return self.reject(Some(from), reason);
-        }
+        self.check_window(vote.seq)?;
         if self
             .log
             .get(&vote.seq)
@@ -281,15 +286,21 @@ impl Replica {
             // Committed (perhaps by a fetched certificate of another view),
             // or a PREPARE once the prepared certificate is taken (§4.2):
             // the vote changes nothing, so it costs no signature check.
-            return self.reject(Some(from), Rejection::Stale);
+            return Err(Rejection::Stale);
         }
         let votes = self.log.get(&vote.seq).map(|s| votes_of(s, commit));
         if let Some(held) = votes.and_then(|v| v.get(&from)) {
-            let reason = if held.0 == vote {
+            return Err(if held.0 == *vote {
                 Rejection::Duplicate
             } else {
                 Rejection::ConflictingVote
-            };
+            });
+        }
+        Ok(())
+    }
+
+    fn on_vote(&mut self, from: ReplicaId, vote: Vote, sig: Signature, commit: bool) {
+        if let Err(reason) = self.vote_admissible(from, &vote, commit) {
             return self.reject(Some(from), reason);
         }
         if !self.verify(from, &signed_vote(commit, vote, sig)) {

@@ -58,6 +58,10 @@ pub struct Cluster {
     pub auto_ack: bool,
     /// Messages for which this returns true are dropped.
     pub drop_if: fn(&WireMessage) -> bool,
+    /// Before each delivery, the receiver batch-checks the signatures of
+    /// that message and of every later one queued to it
+    /// (`Replica::preverify`, as the node does once per pass).
+    pub preverify: bool,
     /// The application digest after each executed or installed seq.
     pub app_at: Vec<BTreeMap<SeqNum, Digest>>,
     /// Replicas serve committed batches only above their stable
@@ -93,6 +97,7 @@ impl Cluster {
             unacked: vec![None; n],
             auto_ack: true,
             drop_if: |_| false,
+            preverify: false,
             app_at: vec![BTreeMap::new(); n],
             gc_log: false,
             state_transfers: vec![0; n],
@@ -249,6 +254,13 @@ impl Cluster {
         while let Some((from, to, message)) = self.network.pop_front() {
             if self.cut.contains(&from) || self.cut.contains(&to) || (self.drop_if)(&message) {
                 continue;
+            }
+            if self.preverify {
+                let queued = self.network.iter().filter(|(_, t, _)| *t == to);
+                let ahead: Vec<WireMessage> = std::iter::once(message.clone())
+                    .chain(queued.map(|(_, _, m)| m.clone()))
+                    .collect();
+                self.replicas[to].preverify(&ahead);
             }
             let from = ReplicaId(from as u16);
             self.step(to, Input::Peer { from, message });

@@ -621,6 +621,12 @@ impl Runtime {
     }
 
     fn serve_lanes(&mut self) {
+        // The pass's PBFT messages share one batch signature check.
+        self.core
+            .preverify(self.consensus_lane.iter().filter_map(|(_, m)| match m {
+                PeerMessage::Consensus(wire) => Some(wire),
+                _ => None,
+            }));
         while let Some((from, message)) = self.consensus_lane.pop_front() {
             self.on_peer_message(from, message);
         }
