@@ -527,12 +527,13 @@ async fn a_restarted_peer_is_redialled() {
         let addr1 = swarms[1].listeners().next().unwrap().clone();
         drop(swarms.pop());
         let mut survivor = swarms.pop().unwrap();
-        // The survivor notices, and its redials fail while the peer is down.
+        // The survivor notices, and its redials fail while the peer is down
+        // (in either order: during a loaded full test run two dial
+        // failures were once counted before the close was handled).
         let failures = metrics[0].dial_failures.clone();
-        while failures.get() < 2 {
+        while failures.get() < 2 || survivor.behaviour().peers.is_connected(&peer(1)) {
             let _ = survivor.select_next_some().await;
         }
-        assert!(!survivor.behaviour().peers.is_connected(&peer(1)));
         // Restart replica 1 on the same address; replica 0 must come back
         // by itself (replica 1 knows no addresses).
         let mut config1 = config(&[0, 1]);
