@@ -433,13 +433,9 @@ fn a_full_mempool_refuses_and_releases() {
     assert_eq!(r.payloads_len(), 64);
 }
 
-#[test]
-fn a_prepare_after_the_prepared_certificate_costs_no_signature_check() {
-    // §4.2: prepared(m, v, n, i) needs the PRE-PREPARE and 2f PREPAREs;
-    // once the certificate is taken, a further PREPARE changes nothing,
-    // so it is refused as stale before its signature is checked.
-    let keys = keys(4);
-    let cfg = config(&keys, 0);
+/// A backup that accepted the PRE-PREPARE of `request(1)` at seq 1 and
+/// sent its PREPARE; the batch's digest.
+fn backup_that_prepared_request_1() -> (Replica, primitives::Digest) {
     let mut r = backup();
     r.step(T0, Input::RequestReady { digest: request(1) });
     let pp = pre_prepare(1, vec![request(1)], T0);
@@ -453,6 +449,17 @@ fn a_prepare_after_the_prepared_certificate_costs_no_signature_check() {
     let out = r.step(T0, peer(0, pp));
     let id = pre_prepare_persist_id(&out);
     assert!(sends_vote(&r.step(T0, Input::PersistAck { id })));
+    (r, digest)
+}
+
+#[test]
+fn a_prepare_after_the_prepared_certificate_costs_no_signature_check() {
+    // §4.2: prepared(m, v, n, i) needs the PRE-PREPARE and 2f PREPAREs;
+    // once the certificate is taken, a further PREPARE changes nothing,
+    // so it is refused as stale before its signature is checked.
+    let keys = keys(4);
+    let cfg = config(&keys, 0);
+    let (mut r, digest) = backup_that_prepared_request_1();
     let vote = |replica| Vote {
         view: ViewNumber(0),
         seq: SeqNum(1),
@@ -522,19 +529,7 @@ fn preverify_does_not_lend_a_valid_signature_to_another_message() {
     // checked in the same batch, is still refused; the PREPARE counts.
     let keys = keys(4);
     let cfg = config(&keys, 0);
-    let mut r = backup();
-    r.step(T0, Input::RequestReady { digest: request(1) });
-    let pp = pre_prepare(1, vec![request(1)], T0);
-    let WireMessage::Signed(signed) = &pp else {
-        unreachable!()
-    };
-    let Message::PrePrepare(proposal) = &signed.message else {
-        unreachable!()
-    };
-    let digest = proposal.batch.digest();
-    let out = r.step(T0, peer(0, pp));
-    let id = pre_prepare_persist_id(&out);
-    assert!(sends_vote(&r.step(T0, Input::PersistAck { id })));
+    let (mut r, digest) = backup_that_prepared_request_1();
     let vote = Vote {
         view: ViewNumber(0),
         seq: SeqNum(1),

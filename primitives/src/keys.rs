@@ -550,22 +550,24 @@ mod tests {
         );
     }
 
+    /// Each key's signature over the message beside it, as `verify_many`
+    /// items.
+    fn signed_items<'m>(
+        keys: &[KeyPair],
+        msgs: &'m [Vec<u8>],
+        domain: Domain,
+    ) -> Vec<(PublicKey, Domain, &'m [u8], Signature)> {
+        keys.iter()
+            .zip(msgs)
+            .map(|(k, m)| (k.public(), domain, &m[..], k.sign(domain, m)))
+            .collect()
+    }
+
     #[test]
     fn batch_verification_points_at_the_bad_item() {
         let keys: Vec<KeyPair> = (0..5).map(keypair).collect();
         let msgs: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 10]).collect();
-        let mut items: Vec<_> = keys
-            .iter()
-            .zip(&msgs)
-            .map(|(k, m)| {
-                (
-                    k.public(),
-                    Domain::Request,
-                    &m[..],
-                    k.sign(Domain::Request, m),
-                )
-            })
-            .collect();
+        let mut items = signed_items(&keys, &msgs, Domain::Request);
         assert!(verify_many(&items).iter().all(Result::is_ok));
         items[3].3 .0[0] ^= 1;
         let verdicts = verify_many(&items);
@@ -674,18 +676,7 @@ mod tests {
         let keys: Vec<KeyPair> = (0..6).map(keypair).collect();
         let msgs: Vec<Vec<u8>> = (0..6u8).map(|i| vec![i; 12]).collect();
         for company in 0..keys.len() {
-            let mut items: Vec<_> = keys[..company]
-                .iter()
-                .zip(&msgs)
-                .map(|(k, m)| {
-                    (
-                        k.public(),
-                        Domain::Commit,
-                        &m[..],
-                        k.sign(Domain::Commit, m),
-                    )
-                })
-                .collect();
+            let mut items = signed_items(&keys[..company], &msgs, Domain::Commit);
             items.insert(company / 2, (public, Domain::Commit, &message[..], crafted));
             assert!(
                 verify_many(&items).iter().all(Result::is_ok),

@@ -47,20 +47,34 @@ impl Replica {
         self.try_stabilize(seq);
     }
 
-    pub(super) fn on_checkpoint(&mut self, from: ReplicaId, c: Checkpoint, signed: SignedMessage) {
-        if !c.seq.0.is_multiple_of(self.cfg.checkpoint_interval) || c.seq.0 == 0 {
-            return self.reject(Some(from), Rejection::CheckpointMisaligned);
+    fn checkpoint_aligned(&self, seq: SeqNum) -> bool {
+        seq.0 != 0 && seq.0.is_multiple_of(self.cfg.checkpoint_interval)
+    }
+
+    /// The cheap checks a CHECKPOINT above the low watermark passes before
+    /// its signature is worth checking (also used to pick what
+    /// [`Replica::preverify`] checks).
+    pub(super) fn checkpoint_admissible(
+        &self,
+        from: ReplicaId,
+        seq: SeqNum,
+        message: &Message,
+    ) -> Result<(), Rejection> {
+        if !self.checkpoint_aligned(seq) {
+            return Err(Rejection::CheckpointMisaligned);
         }
-        if c.seq <= self.low {
+        match self.checkpoints.get(&seq).and_then(|v| v.get(&from)) {
+            Some(held) if held.message == *message => Err(Rejection::Duplicate),
+            Some(_) => Err(Rejection::ConflictingCheckpoint),
+            None => Ok(()),
+        }
+    }
+
+    pub(super) fn on_checkpoint(&mut self, from: ReplicaId, c: Checkpoint, signed: SignedMessage) {
+        if self.checkpoint_aligned(c.seq) && c.seq <= self.low {
             return self.on_orphan_vote(from, c, signed);
         }
-        let held = self.checkpoints.get(&c.seq).and_then(|v| v.get(&from));
-        if let Some(held) = held {
-            let reason = if held.message == signed.message {
-                Rejection::Duplicate
-            } else {
-                Rejection::ConflictingCheckpoint
-            };
+        if let Err(reason) = self.checkpoint_admissible(from, c.seq, &signed.message) {
             return self.reject(Some(from), reason);
         }
         if !self.verify(from, &signed) {

@@ -426,12 +426,12 @@ impl Replica {
                 continue;
             };
             let from = signed.message.sender(&self.cfg.membership);
-            if from == self.cfg.id || !self.worth_preverifying(from, &signed.message) {
-                continue;
-            }
             let Some(key) = self.cfg.membership.key(from).copied() else {
                 continue;
             };
+            if from == self.cfg.id || !self.worth_preverifying(from, &signed.message) {
+                continue;
+            }
             let domain = signed.message.domain();
             let bytes = signed.message.signing_bytes(self.cfg.cluster);
             items.push((from, key, domain, bytes, signed.signature));
@@ -455,30 +455,15 @@ impl Replica {
     /// Whether stepping `message` now would check its signature (the
     /// cheap checks of its handler pass).
     fn worth_preverifying(&self, from: ReplicaId, message: &Message) -> bool {
-        if from.index() >= self.cfg.membership.n() {
-            return false;
-        }
         match message {
-            Message::PrePrepare(pp) => {
-                pp.view == self.view
-                    && self.view_active
-                    && self.check_window(pp.seq).is_ok()
-                    && self
-                        .log
-                        .get(&pp.seq)
-                        .is_none_or(|s| s.pre_prepare.is_none() && s.stale_pre_prepare.is_none())
-            }
+            Message::PrePrepare(pp) => self.pre_prepare_admissible(pp).is_ok(),
             Message::Prepare(vote) => {
                 from != self.cfg.membership.primary(vote.view)
                     && self.vote_admissible(from, vote, false).is_ok()
             }
             Message::Commit(vote) => self.vote_admissible(from, vote, true).is_ok(),
             Message::Checkpoint(c) => {
-                c.seq > self.low
-                    && self
-                        .checkpoints
-                        .get(&c.seq)
-                        .is_none_or(|v| !v.contains_key(&from))
+                c.seq > self.low && self.checkpoint_admissible(from, c.seq, message).is_ok()
             }
             Message::ViewChange(_) | Message::NewView(_) => false,
         }

@@ -163,32 +163,35 @@ impl Replica {
         self.try_progress(seq);
     }
 
+    /// The cheap checks a PRE-PREPARE passes before its signature is
+    /// worth checking (also used to pick what [`Replica::preverify`]
+    /// checks); the batch's digest if it passes.
+    pub(super) fn pre_prepare_admissible(&self, pp: &PrePrepare) -> Result<Digest, Rejection> {
+        if pp.view != self.view || !self.view_active {
+            return Err(Rejection::WrongView);
+        }
+        self.check_window(pp.seq)?;
+        self.check_batch_shape(&pp.batch)?;
+        let digest = pp.batch.digest();
+        let slot = self.log.get(&pp.seq);
+        let held = slot.and_then(|s| s.pre_prepare.as_ref().or(s.stale_pre_prepare.as_ref()));
+        match held {
+            Some((_, _, d)) if *d == digest => Err(Rejection::Duplicate),
+            Some(_) => Err(Rejection::ConflictingPrePrepare),
+            None => Ok(digest),
+        }
+    }
+
     pub(super) fn on_pre_prepare(
         &mut self,
         from: ReplicaId,
         signed: SignedMessage,
         pp: PrePrepare,
     ) {
-        if pp.view != self.view || !self.view_active {
-            return self.reject(Some(from), Rejection::WrongView);
-        }
-        if let Err(reason) = self.check_window(pp.seq) {
-            return self.reject(Some(from), reason);
-        }
-        if let Err(reason) = self.check_batch_shape(&pp.batch) {
-            return self.reject(Some(from), reason);
-        }
-        let digest = pp.batch.digest();
-        let slot = self.log.get(&pp.seq);
-        let held = slot.and_then(|s| s.pre_prepare.as_ref().or(s.stale_pre_prepare.as_ref()));
-        if let Some((_, _, d)) = held {
-            let reason = if *d == digest {
-                Rejection::Duplicate
-            } else {
-                Rejection::ConflictingPrePrepare
-            };
-            return self.reject(Some(from), reason);
-        }
+        let digest = match self.pre_prepare_admissible(&pp) {
+            Ok(digest) => digest,
+            Err(reason) => return self.reject(Some(from), reason),
+        };
         if !self.verify(from, &signed) {
             return;
         }
