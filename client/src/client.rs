@@ -12,7 +12,9 @@ use crate::verify::{
     reply_threshold, verify_event, verify_pulse_proof, verify_pulses, verify_reply,
     VerifyReplyError,
 };
-use lockchain::{PulseCertificate, ReceiptBatchProof, ReceiptPulseProof, Verifier};
+use lockchain::{
+    CheckedSignatures, PulseCertificate, ReceiptBatchProof, ReceiptPulseProof, Verifier,
+};
 use primitives::{
     ClusterId, Digest, KeyPair, PulseNumber, ReplicaId, Request, RequestBody, RequestLimits,
     RequestNumber, SeqNum,
@@ -58,6 +60,11 @@ pub struct ClientOptions {
     pub failures_max: usize,
     /// The request bounds of the cluster (`qlockd`'s `[limits]`).
     pub request_limits: RequestLimits,
+    /// Replica signatures on batch certificates already found valid, so
+    /// the replies to requests of one batch cost one check per signer.
+    /// Share one among the clients of a process (they see the same
+    /// batches); `None`: this client keeps its own.
+    pub checked_signatures: Option<Arc<CheckedSignatures>>,
 }
 
 impl Default for ClientOptions {
@@ -74,6 +81,7 @@ impl Default for ClientOptions {
             background_queue_max: 1024,
             failures_max: 64,
             request_limits: RequestLimits::default(),
+            checked_signatures: None,
         }
     }
 }
@@ -266,7 +274,8 @@ impl Client {
         let (background, background_rx) = mpsc::channel(options.background_queue_max.max(1));
         let (events, _) = broadcast::channel(options.events_max.max(1));
         let inner = Arc::new(Inner {
-            verifier: Verifier::new(config.membership.clone()),
+            verifier: Verifier::new(config.membership.clone())
+                .remembering(options.checked_signatures.clone().unwrap_or_default()),
             cluster: config.cluster_id(),
             connections: (0..n).map(|_| tokio::sync::Mutex::new(None)).collect(),
             config,

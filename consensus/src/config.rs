@@ -3,6 +3,15 @@
 
 use primitives::{ClusterId, KeyPair, Membership, ReplicaId};
 
+/// The primary's batching knobs, as [`Config::new`] sets them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchingDefaults {
+    /// [`Config::batch_delay_micros`].
+    pub delay_micros: u64,
+    /// [`Config::batches_in_flight_max`].
+    pub in_flight_max: u64,
+}
+
 /// Everything a [`crate::Replica`] needs to know before its first step.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -143,6 +152,12 @@ pub enum ConfigError {
 }
 
 impl Config {
+    /// The batching defaults (`qlockd`'s `[batching]` starts from these).
+    pub const DEFAULT_BATCHING: BatchingDefaults = BatchingDefaults {
+        delay_micros: 2_000,
+        in_flight_max: 1,
+    };
+
     /// A configuration with the defaults below for everything but the
     /// identity.
     pub fn new(membership: Membership, id: ReplicaId, key: KeyPair) -> Config {
@@ -155,9 +170,9 @@ impl Config {
             checkpoint_interval: 128,
             watermark_window: 256,
             batch_size_max: 256,
-            batch_delay_micros: 2_000,
+            batch_delay_micros: Self::DEFAULT_BATCHING.delay_micros,
             propose_when_idle: true,
-            batches_in_flight_max: 1,
+            batches_in_flight_max: Self::DEFAULT_BATCHING.in_flight_max,
             max_clock_skew_micros: 500_000,
             status_interval_micros: 100_000,
             view_change_timeout_micros: 2_000_000,

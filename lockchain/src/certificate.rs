@@ -7,6 +7,7 @@
 //! signing format of its own: a signature in a certificate is exactly what
 //! `statement.sign(key)` returns.
 
+use crate::checked::CheckedSignatures;
 use crate::error::VerifyError;
 use crate::pulse::PulseHeader;
 use primitives::{
@@ -49,17 +50,22 @@ impl Threshold {
 /// Checks that `signatures` come from distinct configured replicas, at
 /// least `need` of them, and that each verifies over `message` in `domain`.
 /// Structure is checked before any signature, so a bad set costs no crypto.
+/// A signature `checked` remembers is not checked again; the ones checked
+/// here are remembered when they verify.
 pub(crate) fn verify_signers(
     membership: &Membership,
     signatures: &[ReplicaSignature],
     need: usize,
     domain: Domain,
     message: &[u8],
+    checked: Option<&CheckedSignatures>,
 ) -> Result<(), VerifyError> {
     assert!(need >= 1, "a certificate needs at least one signer");
     let mut seen = BTreeSet::new();
     let mut items = Vec::with_capacity(signatures.len().min(membership.n()));
-    for entry in signatures {
+    // Position in `signatures` and remembered-check key of each item.
+    let mut unchecked = Vec::with_capacity(items.capacity());
+    for (position, entry) in signatures.iter().enumerate() {
         let replica = entry.replica;
         let key = membership
             .key(replica)
@@ -67,22 +73,34 @@ pub(crate) fn verify_signers(
         if !seen.insert(replica) {
             return Err(VerifyError::DuplicateSigner { replica });
         }
+        if let Some(checked) = checked {
+            let check = CheckedSignatures::key(key, domain, message, &entry.signature);
+            if checked.contains(&check) {
+                continue;
+            }
+            unchecked.push((position, check));
+        } else {
+            unchecked.push((position, [0; 32]));
+        }
         items.push((*key, domain, message, entry.signature));
     }
-    assert!(items.len() <= membership.n());
-    if items.len() < need {
+    assert!(seen.len() <= membership.n());
+    if seen.len() < need {
         return Err(VerifyError::TooFewSigners {
-            have: items.len(),
+            have: seen.len(),
             need,
         });
     }
     let verdicts = keys::verify_many(&items);
-    match verdicts.iter().position(Result::is_err) {
-        Some(bad) => Err(VerifyError::BadSignature {
-            replica: signatures[bad].replica,
-        }),
-        None => Ok(()),
+    if let Some(bad) = verdicts.iter().position(Result::is_err) {
+        return Err(VerifyError::BadSignature {
+            replica: signatures[unchecked[bad].0].replica,
+        });
     }
+    if let Some(checked) = checked {
+        checked.insert_all(unchecked.into_iter().map(|(_, check)| check));
+    }
+    Ok(())
 }
 
 /// Adds `signature` by `replica` to a signer list kept sorted by replica,
@@ -187,6 +205,17 @@ impl BatchCertificate {
         membership: &Membership,
         threshold: Threshold,
     ) -> Result<(), VerifyError> {
+        self.verify_signatures_remembered(membership, threshold, None)
+    }
+
+    /// [`Self::verify_signatures`], skipping the signatures `checked`
+    /// remembers and remembering the ones it checks.
+    pub fn verify_signatures_remembered(
+        &self,
+        membership: &Membership,
+        threshold: Threshold,
+        checked: Option<&CheckedSignatures>,
+    ) -> Result<(), VerifyError> {
         let message = codec::encode(&self.statement);
         verify_signers(
             membership,
@@ -194,6 +223,7 @@ impl BatchCertificate {
             threshold.count(membership),
             Domain::BatchCertificate,
             &message,
+            checked,
         )
     }
 }
@@ -245,6 +275,7 @@ impl PulseCertificate {
             Threshold::Quorum.count(membership),
             Domain::Checkpoint,
             &message,
+            None,
         )
     }
 }

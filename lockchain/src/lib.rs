@@ -14,6 +14,8 @@
 //!   pulse's quorum certificate).
 //! - [`pulse`]: the [`PulseHeader`], the tree over a pulse's batch roots
 //!   ([`PulseBatches`]) and the hash-chain link check ([`verify_link`]).
+//! - [`checked`]: [`CheckedSignatures`], a bounded memory of certificate
+//!   signatures already found valid, shared by the clients of a process.
 //! - [`proof`]: what a client or auditor holds — [`ReceiptBatchProof`] and
 //!   [`ReceiptPulseProof`] — and the [`Verifier`] that checks them and a
 //!   chain of certified headers.
@@ -34,6 +36,7 @@
 //! never a panic.
 
 pub mod certificate;
+pub mod checked;
 pub mod error;
 pub mod format;
 pub mod merkle;
@@ -41,6 +44,7 @@ pub mod proof;
 pub mod pulse;
 
 pub use certificate::{BatchCertificate, PulseCertificate, ReplicaSignature, Threshold};
+pub use checked::{CheckedSignatures, CHECKED_SIGNATURES_MAX};
 pub use error::{ChainError, DecodeError, VerifyError};
 pub use format::DecodeLimits;
 pub use merkle::{InclusionProof, MerkleError, MerkleTree, ReceiptTree};

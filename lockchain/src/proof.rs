@@ -2,11 +2,13 @@
 //! [`Verifier`] that checks it against the cluster's public keys alone.
 
 use crate::certificate::{BatchCertificate, PulseCertificate, Threshold};
+use crate::checked::CheckedSignatures;
 use crate::error::{ChainError, VerifyError};
 use crate::merkle::{leaf_hash, receipt_leaf_hash, InclusionProof};
 use crate::pulse::{batch_leaf_bytes, verify_link};
 use primitives::{ClusterId, Digest, Membership, Receipt};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// "This op happened in batch `seq`": a receipt, its path to the batch's
 /// receipts root, and the batch certificate. What a reply carries.
@@ -63,6 +65,8 @@ pub struct ReceiptPulseProof {
 pub struct Verifier {
     membership: Membership,
     cluster: ClusterId,
+    /// Batch-certificate signatures found valid before, if remembered.
+    checked: Option<Arc<CheckedSignatures>>,
 }
 
 impl Verifier {
@@ -72,7 +76,16 @@ impl Verifier {
         Verifier {
             membership,
             cluster,
+            checked: None,
         }
+    }
+
+    /// This verifier, remembering in `checked` the batch-certificate
+    /// signatures it finds valid and not checking those again (verdicts do
+    /// not change: only a signature already verified is skipped).
+    pub fn remembering(mut self, checked: Arc<CheckedSignatures>) -> Verifier {
+        self.checked = Some(checked);
+        self
     }
 
     /// The replica set.
@@ -103,7 +116,11 @@ impl Verifier {
         threshold: Threshold,
     ) -> Result<(), VerifyError> {
         self.check_cluster(certificate.statement.cluster)?;
-        certificate.verify_signatures(&self.membership, threshold)
+        certificate.verify_signatures_remembered(
+            &self.membership,
+            threshold,
+            self.checked.as_deref(),
+        )
     }
 
     /// Checks a pulse's quorum certificate: cluster, non-empty range,
@@ -126,9 +143,11 @@ impl Verifier {
     ) -> Result<(), VerifyError> {
         self.check_cluster(proof.certificate.statement.cluster)?;
         receipt_in_statement(proof)?;
-        proof
-            .certificate
-            .verify_signatures(&self.membership, threshold)
+        proof.certificate.verify_signatures_remembered(
+            &self.membership,
+            threshold,
+            self.checked.as_deref(),
+        )
     }
 
     /// [`Verifier::verify_receipt_in_batch`] for a proof whose certificate

@@ -25,6 +25,8 @@
 //! request_ms = 10000
 //! [limits]
 //! connections_max = 1024
+//! [batching]
+//! delay_ms = 2
 //! ```
 
 use libp2p::Multiaddr;
@@ -175,6 +177,57 @@ impl Timeouts {
     }
 }
 
+/// `[batching]`: how the primary groups requests into PBFT batches (TOCS
+/// 2002 §5.1). Only the primary's proposals depend on these, so replicas
+/// may differ; a batch's size bound is a validity rule and is not here.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Batching {
+    /// How long queued requests wait for the pipeline to drain before they
+    /// go out as a partial batch anyway. Longer means fewer, larger batches
+    /// under load (per-batch votes and fsyncs amortised over more
+    /// requests), at the price of that much latency under load.
+    pub delay_ms: u64,
+    /// Batches of this primary proposed and not yet executed below which a
+    /// request is proposed at once (light load pays no delay).
+    pub in_flight_max: u64,
+}
+
+impl Default for Batching {
+    fn default() -> Self {
+        let defaults = consensus::Config::DEFAULT_BATCHING;
+        Batching {
+            delay_ms: defaults.delay_micros / 1_000,
+            in_flight_max: defaults.in_flight_max,
+        }
+    }
+}
+
+impl Batching {
+    fn check(&self, path: &Path) -> Result<(), ConfigError> {
+        if self.in_flight_max == 0 {
+            return Err(invalid(
+                path,
+                "batching.in_flight_max",
+                "must be at least 1",
+            ));
+        }
+        // The view-change timer must outlast a batch's wait, or a loaded
+        // primary is suspected for batching.
+        if self.delay_ms > BATCH_DELAY_MS_MAX {
+            return Err(invalid(
+                path,
+                "batching.delay_ms",
+                format!("must be at most {BATCH_DELAY_MS_MAX}"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The longest `batching.delay_ms` accepted.
+pub const BATCH_DELAY_MS_MAX: u64 = 500;
+
 /// `[limits]`: the bounds of the client API. The three request bounds must
 /// be the same on every replica (validity of a request is agreed), so
 /// `init-cluster` writes the same values everywhere.
@@ -260,6 +313,9 @@ pub struct ConfigFile {
     /// Limits.
     #[serde(default)]
     pub limits: Limits,
+    /// Batching.
+    #[serde(default)]
+    pub batching: Batching,
 }
 
 // ---------------------------------------------------------------------------
@@ -328,6 +384,8 @@ pub struct Config {
     pub timeouts: Timeouts,
     /// Limits.
     pub limits: Limits,
+    /// Batching.
+    pub batching: Batching,
 }
 
 /// Builds [`ConfigError::Invalid`] for `path`.
@@ -571,6 +629,8 @@ impl Config {
         rc.limits.reply_timeout = self.timeouts.request();
         rc.consensus.view_change_timeout_micros =
             u64::try_from(self.timeouts.view_change().as_micros()).unwrap_or(u64::MAX);
+        rc.consensus.batch_delay_micros = self.batching.delay_ms * 1_000;
+        rc.consensus.batches_in_flight_max = self.batching.in_flight_max;
         rc
     }
 
@@ -614,6 +674,7 @@ impl ConfigFile {
         }
         self.limits.check(path)?;
         self.timeouts.check(path)?;
+        self.batching.check(path)?;
         let base = path.parent().unwrap_or(Path::new(""));
         let resolve = |p: &Path| {
             if p.is_absolute() {
@@ -638,6 +699,7 @@ impl ConfigFile {
             cluster,
             timeouts: self.timeouts.clone(),
             limits: self.limits.clone(),
+            batching: self.batching.clone(),
         })
     }
 }
@@ -753,6 +815,7 @@ pub fn init_cluster(
             cluster: cluster.clone(),
             timeouts: Timeouts::default(),
             limits: Limits::default(),
+            batching: Batching::default(),
         };
         let config_path = dir.join(format!("replica-{i}.toml"));
         write_new(&config_path, &to_toml(&file))?;

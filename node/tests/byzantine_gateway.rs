@@ -94,6 +94,7 @@ fn write_configs(dir: &Path, n: usize) -> Vec<PathBuf> {
                     shutdown_ms: 1_000,
                 },
                 limits: Limits::default(),
+                batching: Default::default(),
             };
             let path = dir.join(format!("replica-{i}.toml"));
             std::fs::write(&path, toml::to_string(&file).unwrap()).unwrap();

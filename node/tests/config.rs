@@ -97,6 +97,27 @@ fn tables_override_defaults() {
 }
 
 #[test]
+fn batching_reaches_the_primary_and_bad_values_are_named() {
+    let defaults = load(&good(4)).unwrap().runtime_config(keys(4)[1].clone());
+    assert_eq!(defaults.consensus.batch_delay_micros, 2_000);
+    assert_eq!(defaults.consensus.batches_in_flight_max, 1);
+    let text = good(4) + "[batching]\ndelay_ms = 20\nin_flight_max = 2\n";
+    let rc = load(&text).unwrap().runtime_config(keys(4)[1].clone());
+    assert_eq!(rc.consensus.batch_delay_micros, 20_000);
+    assert_eq!(rc.consensus.batches_in_flight_max, 2);
+    rc.consensus.validate().unwrap();
+    error_naming(
+        &(good(4) + "[batching]\nin_flight_max = 0\n"),
+        "batching.in_flight_max",
+    );
+    error_naming(
+        &(good(4) + "[batching]\ndelay_ms = 501\n"),
+        "batching.delay_ms",
+    );
+    error_naming(&(good(4) + "[batching]\nsize_max = 8\n"), "size_max");
+}
+
+#[test]
 fn an_unknown_key_is_named() {
     error_naming(
         &(good(4) + "[limits]\nconections_max = 3\n"),

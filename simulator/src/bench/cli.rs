@@ -8,14 +8,17 @@
 //! could not be set up (missing binary, not ready).
 
 use super::load::{self, Load};
-use super::report::{self, BenchResult, Machine, Point};
+use super::report::{self, BenchResult, Machine, Point, ServerCost};
 use super::target::{QlockWorker, Worker, Workload, OPS_PER_REQUEST_MAX};
 use crate::cluster::faults::parse_duration;
+use crate::cluster::http;
 use crate::cluster::process::{locate_binary, ClusterSpec, LocalCluster};
 use indicatif::{ProgressBar, ProgressStyle};
+use lockchain::CheckedSignatures;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Workers at most (clients of a closed-loop point, workers of an open
@@ -111,6 +114,10 @@ pub struct BenchArgs {
     /// The qlockd binary; default: next to this one.
     #[arg(long)]
     pub qlockd: Option<PathBuf>,
+    /// Integer settings of every qlockd replica's config, `section.key=N`
+    /// (`--qlockd-set batching.delay_ms=20,batching.in_flight_max=2`).
+    #[arg(long, value_delimiter = ',', value_parser = parse_setting)]
+    pub qlockd_set: Vec<(String, i64)>,
     /// The etcd binary.
     #[arg(long, default_value = "/usr/bin/etcd")]
     pub etcd: PathBuf,
@@ -121,6 +128,20 @@ pub struct BenchArgs {
     /// checks that the benchmark runs (CI). Overrides the sweep flags.
     #[arg(long)]
     pub smoke: bool,
+}
+
+/// `section.key=N`.
+fn parse_setting(s: &str) -> Result<(String, i64), String> {
+    let (name, value) = s
+        .split_once('=')
+        .ok_or_else(|| format!("{s:?} is not section.key=N"))?;
+    if !name.contains('.') {
+        return Err(format!("{name:?} is not section.key"));
+    }
+    let value = value
+        .parse()
+        .map_err(|_| format!("{value:?} in {s:?} is not an integer"))?;
+    Ok((name.to_string(), value))
 }
 
 impl BenchArgs {
@@ -177,7 +198,8 @@ impl BenchArgs {
 
 /// A system started for the benchmark.
 enum Running {
-    Qlock(Box<LocalCluster>),
+    /// The cluster, and the signature checks its workers share.
+    Qlock(Box<LocalCluster>, Arc<CheckedSignatures>),
     #[cfg(feature = "etcd")]
     Etcd(super::etcd::EtcdCluster),
 }
@@ -192,9 +214,10 @@ impl Running {
                 };
                 let mut cluster_spec = ClusterSpec::new(spec.nodes, qlockd);
                 cluster_spec.log_filter = "warn".into();
+                cluster_spec.settings = args.qlockd_set.clone();
                 LocalCluster::launch(cluster_spec)
                     .await
-                    .map(|c| Running::Qlock(Box::new(c)))
+                    .map(|c| Running::Qlock(Box::new(c), Arc::default()))
                     .map_err(|e| e.to_string())
             }
             #[cfg(feature = "etcd")]
@@ -217,10 +240,12 @@ impl Running {
         seed: u64,
     ) -> Result<Worker, String> {
         match self {
-            Running::Qlock(c) => QlockWorker::connect(c.client_config(), workload, k, index, seed)
-                .await
-                .map(|w| Worker::Qlock(Box::new(w)))
-                .map_err(|e| e.to_string()),
+            Running::Qlock(c, checked) => {
+                QlockWorker::connect(c.client_config(), checked, workload, k, index, seed)
+                    .await
+                    .map(|w| Worker::Qlock(Box::new(w)))
+                    .map_err(|e| e.to_string())
+            }
             #[cfg(feature = "etcd")]
             Running::Etcd(c) => super::etcd::EtcdWorker::connect(c, workload, k, index, seed)
                 .await
@@ -229,14 +254,71 @@ impl Running {
         }
     }
 
+    /// The servers' CPU time so far and replica 0's executed batches and
+    /// requests (QLOCK only; `None` if anything could not be read).
+    async fn counters(&self) -> Option<ServerCounters> {
+        match self {
+            Running::Qlock(c, _) => {
+                let mut cpu_seconds = 0.0;
+                for i in 0..c.n() {
+                    cpu_seconds += process_cpu_seconds(c.pid(i)?)?;
+                }
+                let text = c.metrics(0).await.ok()?;
+                Some(ServerCounters {
+                    cpu_seconds,
+                    batches: http::metric(&text, "qlock_committed_batches_total")?,
+                    requests: http::metric(&text, "qlock_committed_requests_total")?,
+                })
+            }
+            #[cfg(feature = "etcd")]
+            Running::Etcd(_) => None,
+        }
+    }
+
     fn stop(self) {
         match self {
-            Running::Qlock(mut c) => c.stop_all(),
+            Running::Qlock(mut c, _) => c.stop_all(),
             #[cfg(feature = "etcd")]
             Running::Etcd(mut c) => c.stop(),
         }
     }
 }
+
+/// A reading of [`Running::counters`].
+#[derive(Clone, Copy, Debug)]
+struct ServerCounters {
+    cpu_seconds: f64,
+    batches: f64,
+    requests: f64,
+}
+
+impl ServerCounters {
+    /// What the servers spent between `self` and `later`.
+    fn cost_until(self, later: ServerCounters) -> Option<ServerCost> {
+        let batches = later.batches - self.batches;
+        let requests = later.requests - self.requests;
+        (batches > 0.0 && requests > 0.0).then(|| ServerCost {
+            requests_per_batch: requests / batches,
+            cpu_micros_per_request: (later.cpu_seconds - self.cpu_seconds) * 1e6 / requests,
+        })
+    }
+}
+
+/// User + system CPU seconds of process `pid` (`/proc/PID/stat`).
+fn process_cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name, in parentheses, may hold spaces: fields are
+    // counted after its closing one, from field 3 (state).
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / CLOCK_TICKS_PER_SECOND)
+}
+
+/// `sysconf(_SC_CLK_TCK)`: 100 on every Linux this runs on (the kernel's
+/// USER_HZ, fixed for user space whatever the kernel's own tick).
+const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
 
 /// Runs the command.
 pub fn main(args: BenchArgs) -> ExitCode {
@@ -421,8 +503,11 @@ async fn run_system(
                 let n = l.clients();
                 let rest = pool.split_off(n.min(pool.len()));
                 let label = format!("{}-{} {workload} k={k} {l:?}", spec.name(), spec.nodes);
+                let before = running.counters().await;
                 let (measured, mut back) =
                     load::run(pool, l, args.warmup, args.duration, bar, label).await;
+                let after = running.counters().await;
+                let server = before.zip(after).and_then(|(b, a)| b.cost_until(a));
                 if matches!(l, Load::Closed { .. }) {
                     peak_units = peak_units.max(measured.units_per_sec);
                 }
@@ -433,6 +518,7 @@ async fn run_system(
                     ops_per_request: k,
                     load: l,
                     measured,
+                    server,
                 };
                 say(bar, report::point_line(&point));
                 for e in point.measured.error_samples.iter().take(2) {

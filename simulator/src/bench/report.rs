@@ -24,6 +24,19 @@ pub struct Point {
     pub load: Load,
     /// What was measured.
     pub measured: Measured,
+    /// What the servers spent (QLOCK only), warm-up included.
+    pub server: Option<ServerCost>,
+}
+
+/// What the servers spent on one point, from their own counters: replica
+/// 0's executed batches and requests, and the CPU time of every replica.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct ServerCost {
+    /// Requests per executed batch (what the per-batch costs are shared
+    /// by).
+    pub requests_per_batch: f64,
+    /// CPU time of all replicas together per executed request, µs.
+    pub cpu_micros_per_request: f64,
 }
 
 impl Point {
@@ -159,8 +172,15 @@ pub fn point_line(p: &Point) -> String {
         Load::Closed { clients } => format!("closed c={clients}"),
         Load::Open { rate, clients } => format!("open {rate:.0} units/s (≤{clients})"),
     };
+    let server = match p.server {
+        Some(s) => format!(
+            "  {:.1} req/batch {:.0} µs CPU/req",
+            s.requests_per_batch, s.cpu_micros_per_request
+        ),
+        None => String::new(),
+    };
     format!(
-        "{:<10} {:<9} k={:<2} {:<26} {:>8.0} ops/s {:>8.0} req/s  p50 {:>7.2}  p90 {:>7.2}  p99 {:>7.2}  p99.9 {:>7.2} ms  refused {} errors {} missed {}",
+        "{:<10} {:<9} k={:<2} {:<26} {:>8.0} ops/s {:>8.0} req/s  p50 {:>7.2}  p90 {:>7.2}  p99 {:>7.2}  p99.9 {:>7.2} ms  refused {} errors {} missed {}{server}",
         p.system_label(),
         p.workload.to_string(),
         p.ops_per_request,

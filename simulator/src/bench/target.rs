@@ -14,12 +14,14 @@
 
 use super::load::Recorder;
 use client::{Client, ClientError, ClientOptions, ClusterConfig};
+use lockchain::CheckedSignatures;
 use primitives::{Bytes, KeyPair, ReplicaId};
 use qlock::{Durability, LockMode, Op, OpOutcome, OpResult, Priority, SessionId};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Resources the `locks` workload picks from.
@@ -148,6 +150,7 @@ impl QlockWorker {
     /// gateways share the load) and opens its sessions.
     pub async fn connect(
         config: ClusterConfig,
+        checked: &Arc<CheckedSignatures>,
         workload: Workload,
         k: usize,
         index: usize,
@@ -157,6 +160,9 @@ impl QlockWorker {
         let options = ClientOptions {
             keepalive: false,
             preferred_replica: Some(ReplicaId((index % n) as u16)),
+            // The workers are one process's clients: each replica's
+            // signature on a batch is checked once, not once per reply.
+            checked_signatures: Some(checked.clone()),
             ..ClientOptions::default()
         };
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (index as u64).wrapping_mul(0x9E37_79B9));

@@ -162,6 +162,10 @@ pub struct ClusterSpec {
     /// `timeouts.request_ms` (a gateway's wait for a certified reply), if
     /// not the default.
     pub request_ms: Option<u64>,
+    /// Further integer settings of every replica's config, as
+    /// `("section.key", value)` (`("batching.delay_ms", 20)`); qlockd
+    /// refuses unknown keys when it starts.
+    pub settings: Vec<(String, i64)>,
     /// `RUST_LOG` of the replicas (their logs go to `replica-i.log`).
     pub log_filter: String,
     /// How long [`LocalCluster::launch`] waits for the cluster to commit.
@@ -179,6 +183,7 @@ impl ClusterSpec {
             base_port: None,
             view_change_ms: None,
             request_ms: None,
+            settings: Vec::new(),
             log_filter: "info".to_string(),
             ready_timeout: Duration::from_secs(60),
         }
@@ -857,24 +862,34 @@ impl Drop for LocalCluster {
 }
 
 /// Applies the spec's overrides to one replica config (the TOML
-/// `init-cluster` wrote; unknown fields would be refused by qlockd, so
-/// only existing `[timeouts]` keys are set).
+/// `init-cluster` wrote; qlockd refuses unknown fields when it starts, so a
+/// misspelt setting fails the launch rather than being ignored).
 fn edit_config(path: &Path, spec: &ClusterSpec) -> Result<(), ClusterError> {
-    if spec.view_change_ms.is_none() && spec.request_ms.is_none() {
+    let mut settings = spec.settings.clone();
+    if let Some(ms) = spec.view_change_ms {
+        settings.push(("timeouts.view_change_ms".into(), ms as i64));
+    }
+    if let Some(ms) = spec.request_ms {
+        settings.push(("timeouts.request_ms".into(), ms as i64));
+    }
+    if settings.is_empty() {
         return Ok(());
     }
     let text = std::fs::read_to_string(path).map_err(|e| file_error(path, e))?;
     let mut table: toml::Table = text.parse().map_err(|e| file_error(path, e))?;
-    let timeouts = table
-        .entry("timeouts")
-        .or_insert_with(|| toml::Value::Table(toml::Table::new()))
-        .as_table_mut()
-        .ok_or_else(|| file_error(path, "timeouts is not a table"))?;
-    if let Some(ms) = spec.view_change_ms {
-        timeouts.insert("view_change_ms".into(), toml::Value::Integer(ms as i64));
-    }
-    if let Some(ms) = spec.request_ms {
-        timeouts.insert("request_ms".into(), toml::Value::Integer(ms as i64));
+    for (name, value) in settings {
+        let Some((section, key)) = name.split_once('.') else {
+            return Err(file_error(
+                path,
+                format!("setting {name:?} is not section.key"),
+            ));
+        };
+        table
+            .entry(section)
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .ok_or_else(|| file_error(path, format!("{section} is not a table")))?
+            .insert(key.into(), toml::Value::Integer(value));
     }
     let mut file = File::create(path).map_err(|e| file_error(path, e))?;
     use std::io::Write;
