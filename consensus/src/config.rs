@@ -3,15 +3,6 @@
 
 use primitives::{ClusterId, KeyPair, Membership, ReplicaId};
 
-/// The primary's batching knobs, as [`Config::new`] sets them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BatchingDefaults {
-    /// [`Config::batch_delay_micros`].
-    pub delay_micros: u64,
-    /// [`Config::batches_in_flight_max`].
-    pub in_flight_max: u64,
-}
-
 /// Everything a [`crate::Replica`] needs to know before its first step.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -152,11 +143,11 @@ pub enum ConfigError {
 }
 
 impl Config {
-    /// The batching defaults (`qlockd`'s `[batching]` starts from these).
-    pub const DEFAULT_BATCHING: BatchingDefaults = BatchingDefaults {
-        delay_micros: 2_000,
-        in_flight_max: 1,
-    };
+    /// [`Config::batch_delay_micros`] of [`Config::new`] (and of
+    /// `qlockd`'s `[batching]`).
+    pub const BATCH_DELAY_MICROS_DEFAULT: u64 = 2_000;
+    /// [`Config::batches_in_flight_max`] of [`Config::new`].
+    pub const BATCHES_IN_FLIGHT_MAX_DEFAULT: u64 = 1;
 
     /// A configuration with the defaults below for everything but the
     /// identity.
@@ -170,9 +161,9 @@ impl Config {
             checkpoint_interval: 128,
             watermark_window: 256,
             batch_size_max: 256,
-            batch_delay_micros: Self::DEFAULT_BATCHING.delay_micros,
+            batch_delay_micros: Self::BATCH_DELAY_MICROS_DEFAULT,
             propose_when_idle: true,
-            batches_in_flight_max: Self::DEFAULT_BATCHING.in_flight_max,
+            batches_in_flight_max: Self::BATCHES_IN_FLIGHT_MAX_DEFAULT,
             max_clock_skew_micros: 500_000,
             status_interval_micros: 100_000,
             view_change_timeout_micros: 2_000_000,
@@ -212,6 +203,11 @@ impl Config {
             (
                 self.status_interval_micros == 0,
                 "status_interval_micros is 0",
+            ),
+            // A loaded primary must not be suspected for batching.
+            (
+                self.batch_delay_micros >= self.view_change_timeout_micros,
+                "batch_delay_micros >= view_change_timeout_micros",
             ),
             (self.mempool_digests_max == 0, "mempool_digests_max is 0"),
             (

@@ -80,6 +80,16 @@ fn config_checks_watermarks_and_identity() {
     let mut cfg = config(&keys, 1);
     cfg.key = keys[2].clone();
     assert_eq!(cfg.validate(), Err(ConfigError::WrongKey(ReplicaId(1))));
+    // A batch must not wait as long as a backup waits before suspecting
+    // the primary (§4.5.2).
+    let mut cfg = config(&keys, 1);
+    cfg.batch_delay_micros = cfg.view_change_timeout_micros;
+    assert_eq!(
+        cfg.validate(),
+        Err(ConfigError::Invalid(
+            "batch_delay_micros >= view_change_timeout_micros"
+        ))
+    );
 }
 
 #[test]

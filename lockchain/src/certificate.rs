@@ -63,8 +63,9 @@ pub(crate) fn verify_signers(
     assert!(need >= 1, "a certificate needs at least one signer");
     let mut seen = BTreeSet::new();
     let mut items = Vec::with_capacity(signatures.len().min(membership.n()));
-    // Position in `signatures` and remembered-check key of each item.
-    let mut unchecked = Vec::with_capacity(items.capacity());
+    // For each item: its entry's position, and (with a memory) its key there.
+    let mut positions = Vec::with_capacity(items.capacity());
+    let mut checks = Vec::new();
     for (position, entry) in signatures.iter().enumerate() {
         let replica = entry.replica;
         let key = membership
@@ -78,10 +79,9 @@ pub(crate) fn verify_signers(
             if checked.contains(&check) {
                 continue;
             }
-            unchecked.push((position, check));
-        } else {
-            unchecked.push((position, [0; 32]));
+            checks.push(check);
         }
+        positions.push(position);
         items.push((*key, domain, message, entry.signature));
     }
     assert!(seen.len() <= membership.n());
@@ -94,11 +94,11 @@ pub(crate) fn verify_signers(
     let verdicts = keys::verify_many(&items);
     if let Some(bad) = verdicts.iter().position(Result::is_err) {
         return Err(VerifyError::BadSignature {
-            replica: signatures[unchecked[bad].0].replica,
+            replica: signatures[positions[bad]].replica,
         });
     }
     if let Some(checked) = checked {
-        checked.insert_all(unchecked.into_iter().map(|(_, check)| check));
+        checked.insert_all(checks);
     }
     Ok(())
 }

@@ -195,16 +195,15 @@ pub struct Batching {
 
 impl Default for Batching {
     fn default() -> Self {
-        let defaults = consensus::Config::DEFAULT_BATCHING;
         Batching {
-            delay_ms: defaults.delay_micros / 1_000,
-            in_flight_max: defaults.in_flight_max,
+            delay_ms: consensus::Config::BATCH_DELAY_MICROS_DEFAULT / 1_000,
+            in_flight_max: consensus::Config::BATCHES_IN_FLIGHT_MAX_DEFAULT,
         }
     }
 }
 
 impl Batching {
-    fn check(&self, path: &Path) -> Result<(), ConfigError> {
+    fn check(&self, path: &Path, timeouts: &Timeouts) -> Result<(), ConfigError> {
         if self.in_flight_max == 0 {
             return Err(invalid(
                 path,
@@ -213,20 +212,20 @@ impl Batching {
             ));
         }
         // The view-change timer must outlast a batch's wait, or a loaded
-        // primary is suspected for batching.
-        if self.delay_ms > BATCH_DELAY_MS_MAX {
+        // primary is suspected for batching (consensus checks it too).
+        if self.delay_ms >= timeouts.view_change_ms {
             return Err(invalid(
                 path,
                 "batching.delay_ms",
-                format!("must be at most {BATCH_DELAY_MS_MAX}"),
+                format!(
+                    "must be below timeouts.view_change_ms ({})",
+                    timeouts.view_change_ms
+                ),
             ));
         }
         Ok(())
     }
 }
-
-/// The longest `batching.delay_ms` accepted.
-pub const BATCH_DELAY_MS_MAX: u64 = 500;
 
 /// `[limits]`: the bounds of the client API. The three request bounds must
 /// be the same on every replica (validity of a request is agreed), so
@@ -629,7 +628,7 @@ impl Config {
         rc.limits.reply_timeout = self.timeouts.request();
         rc.consensus.view_change_timeout_micros =
             u64::try_from(self.timeouts.view_change().as_micros()).unwrap_or(u64::MAX);
-        rc.consensus.batch_delay_micros = self.batching.delay_ms * 1_000;
+        rc.consensus.batch_delay_micros = self.batching.delay_ms.saturating_mul(1_000);
         rc.consensus.batches_in_flight_max = self.batching.in_flight_max;
         rc
     }
@@ -674,7 +673,7 @@ impl ConfigFile {
         }
         self.limits.check(path)?;
         self.timeouts.check(path)?;
-        self.batching.check(path)?;
+        self.batching.check(path, &self.timeouts)?;
         let base = path.parent().unwrap_or(Path::new(""));
         let resolve = |p: &Path| {
             if p.is_absolute() {

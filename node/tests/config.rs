@@ -110,10 +110,12 @@ fn batching_reaches_the_primary_and_bad_values_are_named() {
         &(good(4) + "[batching]\nin_flight_max = 0\n"),
         "batching.in_flight_max",
     );
+    // Not as long as the view-change timeout (2 s by default).
     error_naming(
-        &(good(4) + "[batching]\ndelay_ms = 501\n"),
+        &(good(4) + "[batching]\ndelay_ms = 2000\n"),
         "batching.delay_ms",
     );
+    load(&(good(4) + "[timeouts]\nview_change_ms = 5000\n[batching]\ndelay_ms = 2000\n")).unwrap();
     error_naming(&(good(4) + "[batching]\nsize_max = 8\n"), "size_max");
 }
 
