@@ -27,6 +27,8 @@
 //! connections_max = 1024
 //! [batching]
 //! delay_ms = 2
+//! [runtime]
+//! worker_threads = 0              # 0: one per core
 //! ```
 
 use libp2p::Multiaddr;
@@ -227,6 +229,42 @@ impl Batching {
     }
 }
 
+/// `[runtime]`: the process's threads. Replicas sharing a machine (a local
+/// cluster) each want few: every extra worker is another thread for the
+/// OS to switch between, and the event loop is one task anyway.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeSection {
+    /// tokio worker threads (network connections, the client API; the
+    /// event loop is one task, signature checks and storage have their
+    /// own blocking threads). 0: one per core.
+    pub worker_threads: usize,
+}
+
+/// Worker threads at most: more than this is a typo, not a machine.
+pub const WORKER_THREADS_MAX: usize = 1024;
+
+impl RuntimeSection {
+    fn check(&self, path: &Path) -> Result<(), ConfigError> {
+        if self.worker_threads > WORKER_THREADS_MAX {
+            return Err(invalid(
+                path,
+                "runtime.worker_threads",
+                format!("must be at most {WORKER_THREADS_MAX} (0: one per core)"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The worker threads to start: the setting, or one per core.
+    pub fn worker_threads(&self) -> usize {
+        match self.worker_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+}
+
 /// `[limits]`: the bounds of the client API. The three request bounds must
 /// be the same on every replica (validity of a request is agreed), so
 /// `init-cluster` writes the same values everywhere.
@@ -315,6 +353,9 @@ pub struct ConfigFile {
     /// Batching.
     #[serde(default)]
     pub batching: Batching,
+    /// Threads.
+    #[serde(default)]
+    pub runtime: RuntimeSection,
 }
 
 // ---------------------------------------------------------------------------
@@ -385,6 +426,8 @@ pub struct Config {
     pub limits: Limits,
     /// Batching.
     pub batching: Batching,
+    /// Threads.
+    pub runtime: RuntimeSection,
 }
 
 /// Builds [`ConfigError::Invalid`] for `path`.
@@ -674,6 +717,7 @@ impl ConfigFile {
         self.limits.check(path)?;
         self.timeouts.check(path)?;
         self.batching.check(path, &self.timeouts)?;
+        self.runtime.check(path)?;
         let base = path.parent().unwrap_or(Path::new(""));
         let resolve = |p: &Path| {
             if p.is_absolute() {
@@ -699,6 +743,7 @@ impl ConfigFile {
             timeouts: self.timeouts.clone(),
             limits: self.limits.clone(),
             batching: self.batching.clone(),
+            runtime: self.runtime.clone(),
         })
     }
 }
@@ -815,6 +860,7 @@ pub fn init_cluster(
             timeouts: Timeouts::default(),
             limits: Limits::default(),
             batching: Batching::default(),
+            runtime: RuntimeSection::default(),
         };
         let config_path = dir.join(format!("replica-{i}.toml"));
         write_new(&config_path, &to_toml(&file))?;

@@ -22,6 +22,12 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
+/// A loaded replica allocates and frees many small buffers per request
+/// (frames, decoded messages, map nodes) across threads; glibc's malloc
+/// spent a sixth of its CPU on them (BENCHMARKS.md, 2026-12-08).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(name = "qlockd", version, about = "The QLOCK replica")]
 struct Cli {
@@ -128,6 +134,7 @@ fn run(path: &Path, log_json: bool, byzantine: Option<OptIn>) -> Result<(), Stri
     let config = Config::load(path).map_err(|e| e.to_string())?;
     let key = config.load_key(path).map_err(|e| e.to_string())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.runtime.worker_threads())
         .enable_all()
         .thread_name("qlockd")
         .build()

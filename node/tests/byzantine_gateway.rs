@@ -95,6 +95,7 @@ fn write_configs(dir: &Path, n: usize) -> Vec<PathBuf> {
                 },
                 limits: Limits::default(),
                 batching: Default::default(),
+                runtime: Default::default(),
             };
             let path = dir.join(format!("replica-{i}.toml"));
             std::fs::write(&path, toml::to_string(&file).unwrap()).unwrap();

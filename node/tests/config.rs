@@ -120,6 +120,20 @@ fn batching_reaches_the_primary_and_bad_values_are_named() {
 }
 
 #[test]
+fn worker_threads_default_to_one_per_core_and_are_bounded() {
+    let defaults = load(&good(4)).unwrap();
+    assert_eq!(defaults.runtime.worker_threads, 0);
+    assert!(defaults.runtime.worker_threads() >= 1);
+    let one = load(&(good(4) + "[runtime]\nworker_threads = 1\n")).unwrap();
+    assert_eq!(one.runtime.worker_threads(), 1);
+    error_naming(
+        &(good(4) + "[runtime]\nworker_threads = 100000\n"),
+        "runtime.worker_threads",
+    );
+    error_naming(&(good(4) + "[runtime]\nthreads = 1\n"), "threads");
+}
+
+#[test]
 fn an_unknown_key_is_named() {
     error_naming(
         &(good(4) + "[limits]\nconections_max = 3\n"),
