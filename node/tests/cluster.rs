@@ -262,6 +262,7 @@ async fn four_replicas_commit_requests_with_verified_replies() {
     for i in 0..4 {
         assert!(cluster.metric(i, "qlock_committed_requests_total") >= 64.0);
         assert!(cluster.metric(i, "qlock_committed_batches_total") >= 1.0);
+        assert!(cluster.metric(i, "qlock_loop_pass_seconds_count") >= 1.0);
     }
     let status = cluster.handles[0].status().await.unwrap();
     assert_eq!(status.peers.len(), 3);
@@ -427,6 +428,8 @@ async fn a_replica_down_across_collected_checkpoints_catches_up_by_state_transfe
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert!(cluster.metric(3, "qlock_state_transfers_total") >= 1.0);
+        // The snapshot it installed was built (and timed) by a peer.
+        assert!(cluster.metric(0, "qlock_snapshot_seconds_count") >= 1.0);
         // It serves again: a request through it gets a certified reply.
         let reply = submit(
             &cluster.handles[3],

@@ -30,6 +30,11 @@ pub struct RuntimeMetrics {
     pub fsync_seconds: Histogram,
     /// From a submit reaching the loop to its certified reply.
     pub commit_latency_seconds: Histogram,
+    /// One pass of the event loop, from its wake-up to its storage
+    /// hand-off: everything a replica does waits behind a long one.
+    pub loop_pass_seconds: Histogram,
+    /// Building one transfer snapshot of the whole state (on the loop).
+    pub snapshot_seconds: Histogram,
     /// State transfers completed (a certified snapshot installed).
     pub state_transfers: Counter,
     /// Snapshot chunks refused during state transfers (a peer served a
@@ -87,6 +92,10 @@ impl Default for RuntimeMetrics {
             fsync_seconds: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
             // 100 µs .. ~3.3 s.
             commit_latency_seconds: Histogram::new(exponential_buckets(0.000_1, 2.0, 16)),
+            // 10 µs .. ~0.3 s, and above.
+            loop_pass_seconds: Histogram::new(exponential_buckets(0.000_01, 2.0, 16)),
+            // 1 ms .. ~33 s.
+            snapshot_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             state_transfers: Counter::default(),
             state_transfer_chunks_rejected: Counter::default(),
             catch_up_batches: Counter::default(),
@@ -166,6 +175,16 @@ impl RuntimeMetrics {
             "qlock_fsync_seconds",
             "Latency of one grouped storage commit with its sync",
             self.fsync_seconds.clone(),
+        );
+        r.register(
+            "qlock_loop_pass_seconds",
+            "One pass of the replica's event loop",
+            self.loop_pass_seconds.clone(),
+        );
+        r.register(
+            "qlock_snapshot_seconds",
+            "Building one transfer snapshot of the state",
+            self.snapshot_seconds.clone(),
         );
         r.register(
             "qlock_commit_latency_seconds",

@@ -424,6 +424,7 @@ impl Runtime {
                     None => self.begin_stop(),
                 },
             }
+            let pass = Instant::now();
             for _ in 0..SWARM_EVENTS_PER_PASS_MAX {
                 match self.swarm.select_next_some().now_or_never() {
                     Some(event) => self.classify(event),
@@ -445,6 +446,9 @@ impl Runtime {
             self.serve_lanes();
             self.housekeeping();
             self.flush_storage()?;
+            self.metrics
+                .loop_pass_seconds
+                .observe(pass.elapsed().as_secs_f64());
             if self.finished() {
                 break;
             }
@@ -1214,8 +1218,14 @@ impl Runtime {
                 self.chain.previous,
                 time,
             );
-            let snapshot = (live && pulse.0.is_multiple_of(SNAPSHOT_PULSE_INTERVAL))
-                .then(|| self.machine.transfer_snapshot(SNAPSHOT_CHUNK_BYTES));
+            let snapshot = (live && pulse.0.is_multiple_of(SNAPSHOT_PULSE_INTERVAL)).then(|| {
+                let started = Instant::now();
+                let snapshot = self.machine.transfer_snapshot(SNAPSHOT_CHUNK_BYTES);
+                self.metrics
+                    .snapshot_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                snapshot
+            });
             let roots = std::mem::take(&mut self.chain.roots);
             self.chain.unstable.insert(seq, (header, roots, snapshot));
             while self.chain.unstable.len() > UNSTABLE_PULSES_MAX {
