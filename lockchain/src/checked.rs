@@ -6,11 +6,13 @@
 //! each replica over it. A process with many clients (a gateway, a load
 //! generator) would otherwise check the same f + 1 signatures once per
 //! reply; with this it checks each replica's signature on a batch once.
-//! Only successful checks are remembered, keyed by a blake3 hash of
-//! (domain, key, signature, message), so a hit means exactly that
-//! signature by that key over those bytes was verified before.
+//! Only successful checks are remembered, keyed by a hash (in
+//! [`Domain::CheckedSignature`]) of (domain, key, signature, message), so
+//! a hit means exactly that signature by that key over those bytes was
+//! verified before.
 
-use primitives::{Domain, PublicKey, Signature};
+use primitives::digest::Hasher;
+use primitives::{Digest, Domain, PublicKey, Signature};
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Mutex;
 
@@ -19,7 +21,7 @@ use std::sync::Mutex;
 pub const CHECKED_SIGNATURES_MAX: usize = 4096;
 
 /// What one remembered check is keyed by.
-type CheckKey = [u8; 32];
+type CheckKey = Digest;
 
 /// Signatures checked before, oldest forgotten first past `max`.
 pub struct CheckedSignatures {
@@ -76,7 +78,7 @@ impl CheckedSignatures {
         message: &[u8],
         signature: &Signature,
     ) -> CheckKey {
-        let mut hasher = blake3::Hasher::new();
+        let mut hasher = Hasher::new(Domain::CheckedSignature);
         for field in [
             domain.context().as_bytes(),
             key.as_bytes().as_slice(),
@@ -86,7 +88,7 @@ impl CheckedSignatures {
             hasher.update(&(field.len() as u64).to_le_bytes());
             hasher.update(field);
         }
-        *hasher.finalize().as_bytes()
+        hasher.finalize()
     }
 
     pub(crate) fn contains(&self, key: &CheckKey) -> bool {

@@ -229,9 +229,10 @@ impl Batching {
     }
 }
 
-/// `[runtime]`: the process's threads. Replicas sharing a machine (a local
-/// cluster) each want few: every extra worker is another thread for the
-/// OS to switch between, and the event loop is one task anyway.
+/// `[runtime]`: the process's threads. One worker cost less CPU per
+/// request at light load on a 2-core machine shared by four replicas, but
+/// made batches smaller and throughput lower under load (BENCHMARKS.md),
+/// so the default is one per core.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RuntimeSection {

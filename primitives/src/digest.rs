@@ -119,13 +119,16 @@ pub enum Domain {
     GossipMessage,
     /// A storage record checksum.
     StorageRecord,
+    /// The name under which a verified signature is remembered
+    /// (`lockchain::CheckedSignatures`; never stored or sent).
+    CheckedSignature,
     /// Test-only domain, so tests can hash without squatting on a real one.
     Test,
 }
 
 impl Domain {
     /// Every domain, for tests that check the registry.
-    pub const ALL: [Domain; 19] = [
+    pub const ALL: [Domain; 20] = [
         Domain::ClusterConfig,
         Domain::Request,
         Domain::RequestSignature,
@@ -144,6 +147,7 @@ impl Domain {
         Domain::SnapshotChunk,
         Domain::GossipMessage,
         Domain::StorageRecord,
+        Domain::CheckedSignature,
         Domain::Test,
     ];
 
@@ -169,6 +173,7 @@ impl Domain {
             Domain::SnapshotChunk => "qlock 2026-11 snapshot chunk v1",
             Domain::GossipMessage => "qlock 2026-11 gossip message v1",
             Domain::StorageRecord => "qlock 2026-11 storage record v1",
+            Domain::CheckedSignature => "qlock 2026-12 checked signature v1",
             Domain::Test => "qlock 2026-11 test v1",
         }
     }
